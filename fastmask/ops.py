@@ -1,0 +1,144 @@
+"""fastmask's operators: one schema each, a fake for tracing, and dispatch to a backend.
+
+Every op is a ``torch.library.custom_op`` under the ``fastmask`` namespace, so it traces under
+``torch.compile(fullgraph=True)``. Its body picks the backend (``fastmask.use_backend``,
+``FASTMASK_BACKEND``, else the device default) and calls that backend's function of the same name:
+
+* ``reference``: ``fastmask.reference`` (pure PyTorch, the oracle);
+* ``cpp`` / ``cuda``: ``torch.ops.fastmask_C.<op>`` from the compiled extension (CPU / CUDA key);
+* ``triton``: the launchers in ``fastmask.triton_kernels``.
+
+Random ops take ``seed``: an int64 tensor of shape (1,) on the data's device whose 64 bits key the
+Philox stream (``fastmask.reference.philox``). Reading it on the device keeps CUDA graphs fresh.
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import Tensor
+
+from . import _backend
+from .reference import masking as ref_masking
+from .reference import ranking as ref_ranking
+from .reference import sampling as ref_sampling
+
+# Random ops must not be merged or constant-folded by the compiler.
+_RANDOM = (torch.Tag.nondeterministic_seeded,)
+_last_backend: dict[str, str] = {}
+
+
+def last_backend(op: str) -> str | None:
+    """The backend the latest call of ``op`` ran on (None before the first call)."""
+    return _last_backend.get(op)
+
+
+def _seed_int(seed: Tensor) -> int:
+    return int(seed.reshape(-1)[0].item()) & 0xFFFFFFFFFFFFFFFF
+
+
+class _Reference:
+    @staticmethod
+    def mlm_mask(item_ids, seed, padding_idx, threshold):
+        return ref_masking.mlm_mask(item_ids, _seed_int(seed), padding_idx, threshold)
+
+    @staticmethod
+    def plm_train_masks(item_ids, seed, padding_idx, max_span_length, context_lengths, permute_all):
+        return ref_masking.plm_train_masks(
+            item_ids, _seed_int(seed), padding_idx, max_span_length, list(context_lengths), permute_all
+        )
+
+    @staticmethod
+    def plm_eval_perm_mask(item_ids, padding_idx):
+        return ref_masking.plm_eval_perm_mask(item_ids, padding_idx)
+
+    @staticmethod
+    def gumbel_argmax(logits, seed):
+        return ref_sampling.gumbel_argmax(logits, _seed_int(seed))
+
+    @staticmethod
+    def target_ranks(scores, items):
+        return ref_ranking.target_ranks(scores, items)
+
+
+def _implementation(backend: str):
+    if backend == "reference":
+        return _Reference
+    if backend in ("cpp", "cuda"):
+        return torch.ops.fastmask_C
+    return importlib.import_module("fastmask.triton_kernels")
+
+
+def _run(op: str, device: torch.device, *args):
+    backend = _backend.select(device)
+    _last_backend[op] = backend
+    return getattr(_implementation(backend), op)(*args)
+
+
+@torch.library.custom_op("fastmask::mlm_mask", mutates_args=(), tags=_RANDOM)
+def mlm_mask(item_ids: Tensor, seed: Tensor, padding_idx: int, threshold: int) -> Tensor:
+    """MLM/RTD training targets as a bool (B, L) mask; ``threshold`` = ``bernoulli_threshold(p)``."""
+    return _run("mlm_mask", item_ids.device, item_ids, seed, padding_idx, threshold)
+
+
+@mlm_mask.register_fake
+def _(item_ids, seed, padding_idx, threshold):
+    return item_ids.new_empty(item_ids.shape, dtype=torch.bool)
+
+
+@torch.library.custom_op("fastmask::plm_train_masks", mutates_args=(), tags=_RANDOM)
+def plm_train_masks(
+    item_ids: Tensor,
+    seed: Tensor,
+    padding_idx: int,
+    max_span_length: int,
+    context_lengths: list[int],
+    permute_all: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """PLM training: (target mask bool (B, L), perm_mask f32 (B, L, L), target_mapping f32 (B, L, L))."""
+    return _run(
+        "plm_train_masks", item_ids.device,
+        item_ids, seed, padding_idx, max_span_length, context_lengths, permute_all,
+    )
+
+
+@plm_train_masks.register_fake
+def _(item_ids, seed, padding_idx, max_span_length, context_lengths, permute_all):
+    batch, length = item_ids.shape
+    square = item_ids.new_empty((batch, length, length), dtype=torch.float32)
+    return item_ids.new_empty((batch, length), dtype=torch.bool), square, torch.empty_like(square)
+
+
+@torch.library.custom_op("fastmask::plm_eval_perm_mask", mutates_args=())
+def plm_eval_perm_mask(item_ids: Tensor, padding_idx: int) -> Tensor:
+    """Last-item PLM evaluation perm_mask, int64 (B, L, L)."""
+    return _run("plm_eval_perm_mask", item_ids.device, item_ids, padding_idx)
+
+
+@plm_eval_perm_mask.register_fake
+def _(item_ids, padding_idx):
+    batch, length = item_ids.shape
+    return item_ids.new_empty((batch, length, length), dtype=torch.int64)
+
+
+@torch.library.custom_op("fastmask::gumbel_argmax", mutates_args=(), tags=_RANDOM)
+def gumbel_argmax(logits: Tensor, seed: Tensor) -> Tensor:
+    """One sample per row of ``logits`` (P, V) from softmax(logits), by Gumbel-max; int64 (P,)."""
+    return _run("gumbel_argmax", logits.device, logits, seed)
+
+
+@gumbel_argmax.register_fake
+def _(logits, seed):
+    return logits.new_empty((logits.shape[0],), dtype=torch.int64)
+
+
+@torch.library.custom_op("fastmask::target_ranks", mutates_args=())
+def target_ranks(scores: Tensor, items: Tensor) -> Tensor:
+    """0-based rank of ``items[n, m]`` among ``scores[n]`` (stable descending order); -1 for item -1."""
+    return _run("target_ranks", scores.device, scores, items)
+
+
+@target_ranks.register_fake
+def _(scores, items):
+    return items.new_empty(items.shape, dtype=torch.int64)
+

@@ -1,0 +1,155 @@
+"""Reference masking rules: the oracle every kernel is tested against.
+
+Each function takes the row-major ``item_ids`` (B, L) and, for random rules, a 64-bit ``seed``.
+Draws follow ``philox.draws`` exactly, so these functions define the bits every backend returns.
+Rows with no non-padding item get no target (the API layer decides whether that is an error).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import philox
+
+
+def _row_draws(seed: int, stream: int, batch: int, elements: int) -> torch.Tensor:
+    """(B, elements) int64 tensor of uint32 draws of ``stream`` for every row."""
+    rows = np.arange(batch, dtype=np.uint64)[:, None]
+    cols = np.arange(elements, dtype=np.uint64)[None, :]
+    return torch.from_numpy(philox.draws(seed, stream, rows, cols).astype(np.int64))
+
+
+def _uniform_below(words: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    return (words * n) >> 32
+
+
+def _kth_true(flags: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Column of the k-th (0-based) True of each row of ``flags`` (rows with no such one: 0)."""
+    hit = flags & (flags.long().cumsum(1) == (k + 1)[:, None])
+    return hit.long().argmax(1)
+
+
+def _pick_one(flags: torch.Tensor, count: torch.Tensor, seed: int, stream: int) -> torch.Tensor:
+    """Uniformly chosen True column per row: the multinomial(flags.float()) of the reference."""
+    words = _row_draws(seed, stream, flags.shape[0], 1)[:, 0].to(flags.device)
+    return _kth_true(flags, _uniform_below(words, count))
+
+
+def mlm_mask(item_ids: torch.Tensor, seed: int, padding_idx: int, threshold: int) -> torch.Tensor:
+    """MLM/RTD training targets (bool, B x L).
+
+    1. Bernoulli(p) over non-padding positions (``draw < threshold``).
+    2. One uniformly chosen non-padding position becomes a target.
+    3. Rows where every non-padding item is a target drop one uniformly chosen target.
+    """
+    batch, length = item_ids.shape
+    device = item_ids.device
+    nonpad = item_ids != padding_idx
+    count = nonpad.sum(1)
+    words = _row_draws(seed, philox.STREAM_MLM_BERNOULLI, batch, length).to(device)
+    mask = (words < threshold) & nonpad
+
+    rows = torch.arange(batch, device=device)
+    has_items = count > 0
+    forced = _pick_one(nonpad, count, seed, philox.STREAM_MLM_FORCE)
+    mask[rows[has_items], forced[has_items]] = True
+
+    full = has_items & (mask.sum(1) == count)
+    dropped = _pick_one(mask, count, seed, philox.STREAM_MLM_UNMASK)
+    mask[rows[full], dropped[full]] = False
+    return mask
+
+
+def plm_context_lengths(plm_probability: float, max_span_length: int) -> list[int]:
+    """``int(span / plm_probability)`` for span = 0..max_span_length, in Python float math."""
+    return [int(span / plm_probability) for span in range(max_span_length + 1)]
+
+
+def plm_train_masks(
+    item_ids: torch.Tensor,
+    seed: int,
+    padding_idx: int,
+    max_span_length: int,
+    context_lengths: list[int],
+    permute_all: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PLM training: (target mask bool B x L, perm_mask f32 B x L x L, target_mapping f32 B x L x L).
+
+    Span walk per row, with n = number of non-padding items (a count, not a position)::
+
+        cur = 0; k = 0
+        while cur < n:
+            span  = 1 + uniform_below(draw(PLM_SPAN, 2k), max_span_length)
+            ctx   = context_lengths[span]
+            start = cur + uniform_below(draw(PLM_SPAN, 2k + 1), ctx - span + 1)
+            if start < n: mask[start : start + span] = True   # may run into padding
+            cur += ctx; k += 1
+
+    A row left without a mask gets one uniformly chosen non-padding position, set to
+    ``item != 0`` (the reference writes the item id into a bool tensor). Then, counting the
+    mask before padding is dropped, a row whose count equals n drops one uniformly chosen
+    masked position. ``permute_all`` masks every non-padding item instead of walking spans,
+    keeps the drop step and leaves ``target_mapping`` all zero, as the reference does.
+
+    perm_mask[b, q, k] = 1 (q cannot see k) iff k is a target and (q is not a target or
+    k does not precede q in the row's factorisation order). The order sorts targets by
+    (draw(PLM_PERM, t), t).
+    """
+    batch, length = item_ids.shape
+    device = item_ids.device
+    nonpad = item_ids != padding_idx
+    count = nonpad.sum(1)
+    positions = torch.arange(length, device=device)
+    rows = torch.arange(batch, device=device)
+
+    if permute_all:
+        mask = nonpad.clone()
+    else:
+        ctx_table = torch.tensor(context_lengths, dtype=torch.int64, device=device)
+        span_words = _row_draws(seed, philox.STREAM_PLM_SPAN, batch, 2 * length).to(device)
+        mask = torch.zeros_like(nonpad)
+        cur = torch.zeros(batch, dtype=torch.int64, device=device)
+        for k in range(length):  # ctx >= 1, so no row walks more than `length` spans
+            active = cur < count
+            span = 1 + _uniform_below(span_words[:, 2 * k], max_span_length)
+            ctx = ctx_table[span]
+            start = cur + _uniform_below(span_words[:, 2 * k + 1], ctx - span + 1)
+            hit = active & (start < count)
+            in_span = (positions >= start[:, None]) & (positions < (start + span)[:, None])
+            mask |= in_span & hit[:, None]
+            cur = torch.where(active, cur + ctx, cur)
+
+        unmasked = (mask.sum(1) == 0) & (count > 0)
+        forced = _pick_one(nonpad, count, seed, philox.STREAM_PLM_FORCE)
+        mask[rows[unmasked], forced[unmasked]] = item_ids[rows[unmasked], forced[unmasked]] != 0
+
+    masked = mask.sum(1)
+    full = (masked == count) & (masked > 0)
+    dropped = _pick_one(mask, masked, seed, philox.STREAM_PLM_UNMASK)
+    mask[rows[full], dropped[full]] = False
+    mask &= nonpad
+
+    keys = _row_draws(seed, philox.STREAM_PLM_PERM, batch, length).to(device)
+    key_q, key_k = keys[:, :, None], keys[:, None, :]
+    k_before_q = (key_k < key_q) | ((key_k == key_q) & (positions[None, :] < positions[:, None]))
+    perm_mask = mask[:, None, :] & (~mask[:, :, None] | ~k_before_q)
+
+    if permute_all:
+        target_mapping = torch.zeros(batch, length, length, dtype=torch.float32, device=device)
+    else:
+        target_mapping = torch.eye(length, dtype=torch.float32, device=device).repeat(batch, 1, 1)
+    return mask, perm_mask.float(), target_mapping
+
+
+def last_item_index(item_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """``n - 1`` per row, wrapped like a Python index (an all-padding row gives L - 1)."""
+    return ((item_ids != padding_idx).sum(1) - 1) % item_ids.shape[1]
+
+
+def plm_eval_perm_mask(item_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """Last-item PLM evaluation perm_mask (int64 B x L x L): causal, and nobody sees item n-1."""
+    length = item_ids.shape[1]
+    positions = torch.arange(length, device=item_ids.device)
+    last = last_item_index(item_ids, padding_idx)
+    causal = positions[None, :] > positions[:, None]
+    return (causal[None] | (positions[None, None, :] == last[:, None, None])).long()

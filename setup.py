@@ -1,0 +1,79 @@
+"""Build fastmask: pure-Python package plus the optional compiled extension ``fastmask._C``.
+
+Environment:
+  FASTMASK_NO_EXTENSION=1   build no compiled code (reference and Triton backends only)
+  FASTMASK_SKIP_CUDA=1      build the C++ CPU ops only, even where CUDA is available
+  FASTMASK_FORCE_CUDA=1     build the CUDA ops even when torch sees no GPU (needs nvcc + CUDA torch)
+  TORCH_CUDA_ARCH_LIST      GPU architectures (default "8.0;9.0+PTX" when no GPU is visible)
+  MAX_JOBS                  parallel compile jobs (default: half the cores, at least 1)
+"""
+import glob
+import os
+
+from setuptools import setup
+
+PACKAGES = ["fastmask", "fastmask.reference", "fastmask.triton_kernels"]
+PACKAGE_DIR = {"fastmask.triton_kernels": "triton_kernels"}
+
+
+def _flag(name):
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def _extensions():
+    if _flag("FASTMASK_NO_EXTENSION"):
+        return [], {}
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError:
+        print("fastmask: torch is not installed at build time; building without the C++ extension")
+        return [], {}
+
+    os.environ.setdefault("MAX_JOBS", str(max(1, (os.cpu_count() or 2) // 2)))
+    cxx_flags = ["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"]
+    sources = sorted(glob.glob("csrc/*.cpp"))
+    with_cuda = bool(torch.version.cuda) and cpp_extension.CUDA_HOME is not None and not _flag("FASTMASK_SKIP_CUDA")
+    if with_cuda and not (torch.cuda.is_available() or _flag("FASTMASK_FORCE_CUDA")):
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    if with_cuda:
+        extension = cpp_extension.CUDAExtension(
+            "fastmask._C",
+            sources + sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp")),
+            include_dirs=[os.path.abspath("csrc")],
+            define_macros=[("FASTMASK_WITH_CUDA", "1")],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--fmad=false", "-std=c++17"]},
+            extra_link_args=["-fopenmp"],
+        )
+    else:
+        reason = "FASTMASK_SKIP_CUDA is set" if _flag("FASTMASK_SKIP_CUDA") else (
+            "torch has no CUDA" if not torch.version.cuda else "CUDA_HOME is not set")
+        print(f"fastmask: building the C++ CPU ops only ({reason})")
+        extension = cpp_extension.CppExtension(
+            "fastmask._C",
+            sources,
+            include_dirs=[os.path.abspath("csrc")],
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=["-fopenmp"],
+        )
+    return [extension], {"build_ext": cpp_extension.BuildExtension.with_options(no_python_abi_suffix=True)}
+
+
+ext_modules, cmdclass = _extensions()
+
+setup(
+    name="fastmask",
+    version="0.1.0",
+    description="Fused, seeded Triton/C++/CUDA kernels for Transformers4Rec masking, sampling and ranking metrics",
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
+    python_requires=">=3.9",
+    install_requires=["torch>=2.4", "numpy", "torchmetrics>=1.0"],
+    extras_require={
+        "triton": ["triton"],
+        "test": ["pytest", "hypothesis", "pytest-benchmark", "triton", "expecttest"],
+        "bench": ["pytest-benchmark", "tqdm", "matplotlib"],
+    },
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)

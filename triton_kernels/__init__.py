@@ -1,0 +1,1 @@
+"""Triton kernels of fastmask, installed as ``fastmask.triton_kernels``."""
