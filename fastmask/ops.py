@@ -33,19 +33,22 @@ def last_backend(op: str) -> str | None:
     return _last_backend.get(op)
 
 
-def _seed_int(seed: Tensor) -> int:
+def seed_int(seed: Tensor) -> int:
+    """The 64-bit Philox key held in an int64 seed tensor."""
     return int(seed.reshape(-1)[0].item()) & 0xFFFFFFFFFFFFFFFF
 
 
 class _Reference:
+    """Reference backend: ``fastmask.reference`` behind the ops' signatures (seed tensor -> int)."""
+
     @staticmethod
     def mlm_mask(item_ids, seed, padding_idx, threshold):
-        return ref_masking.mlm_mask(item_ids, _seed_int(seed), padding_idx, threshold)
+        return ref_masking.mlm_mask(item_ids, seed_int(seed), padding_idx, threshold)
 
     @staticmethod
     def plm_train_masks(item_ids, seed, padding_idx, max_span_length, context_lengths, permute_all):
         return ref_masking.plm_train_masks(
-            item_ids, _seed_int(seed), padding_idx, max_span_length, list(context_lengths), permute_all
+            item_ids, seed_int(seed), padding_idx, max_span_length, list(context_lengths), permute_all
         )
 
     @staticmethod
@@ -54,11 +57,17 @@ class _Reference:
 
     @staticmethod
     def gumbel_argmax(logits, seed):
-        return ref_sampling.gumbel_argmax(logits, _seed_int(seed))
+        return ref_sampling.gumbel_argmax(logits, seed_int(seed))
 
     @staticmethod
     def target_ranks(scores, items):
         return ref_ranking.target_ranks(scores, items)
+
+
+def reference_impl(fn):
+    """Register ``fn`` as the reference backend of the op with the same name (for op modules)."""
+    setattr(_Reference, fn.__name__, staticmethod(fn))
+    return fn
 
 
 def _implementation(backend: str):
@@ -69,7 +78,7 @@ def _implementation(backend: str):
     return importlib.import_module("fastmask.triton_kernels")
 
 
-def _run(op: str, device: torch.device, *args):
+def run(op: str, device: torch.device, *args):
     backend = _backend.select(device)
     _last_backend[op] = backend
     return getattr(_implementation(backend), op)(*args)
@@ -78,7 +87,7 @@ def _run(op: str, device: torch.device, *args):
 @torch.library.custom_op("fastmask::mlm_mask", mutates_args=(), tags=_RANDOM)
 def mlm_mask(item_ids: Tensor, seed: Tensor, padding_idx: int, threshold: int) -> Tensor:
     """MLM/RTD training targets as a bool (B, L) mask; ``threshold`` = ``bernoulli_threshold(p)``."""
-    return _run("mlm_mask", item_ids.device, item_ids, seed, padding_idx, threshold)
+    return run("mlm_mask", item_ids.device, item_ids, seed, padding_idx, threshold)
 
 
 @mlm_mask.register_fake
@@ -96,7 +105,7 @@ def plm_train_masks(
     permute_all: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """PLM training: (target mask bool (B, L), perm_mask f32 (B, L, L), target_mapping f32 (B, L, L))."""
-    return _run(
+    return run(
         "plm_train_masks", item_ids.device,
         item_ids, seed, padding_idx, max_span_length, context_lengths, permute_all,
     )
@@ -112,7 +121,7 @@ def _(item_ids, seed, padding_idx, max_span_length, context_lengths, permute_all
 @torch.library.custom_op("fastmask::plm_eval_perm_mask", mutates_args=())
 def plm_eval_perm_mask(item_ids: Tensor, padding_idx: int) -> Tensor:
     """Last-item PLM evaluation perm_mask, int64 (B, L, L)."""
-    return _run("plm_eval_perm_mask", item_ids.device, item_ids, padding_idx)
+    return run("plm_eval_perm_mask", item_ids.device, item_ids, padding_idx)
 
 
 @plm_eval_perm_mask.register_fake
@@ -124,7 +133,7 @@ def _(item_ids, padding_idx):
 @torch.library.custom_op("fastmask::gumbel_argmax", mutates_args=(), tags=_RANDOM)
 def gumbel_argmax(logits: Tensor, seed: Tensor) -> Tensor:
     """One sample per row of ``logits`` (P, V) from softmax(logits), by Gumbel-max; int64 (P,)."""
-    return _run("gumbel_argmax", logits.device, logits, seed)
+    return run("gumbel_argmax", logits.device, logits, seed)
 
 
 @gumbel_argmax.register_fake
@@ -135,7 +144,7 @@ def _(logits, seed):
 @torch.library.custom_op("fastmask::target_ranks", mutates_args=())
 def target_ranks(scores: Tensor, items: Tensor) -> Tensor:
     """0-based rank of ``items[n, m]`` among ``scores[n]`` (stable descending order); -1 for item -1."""
-    return _run("target_ranks", scores.device, scores, items)
+    return run("target_ranks", scores.device, scores, items)
 
 
 @target_ranks.register_fake
