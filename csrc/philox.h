@@ -21,6 +21,11 @@ enum Stream : uint32_t {
   kStreamPlmUnmask = 6,
   kStreamPlmPerm = 7,
   kStreamGumbel = 8,
+  kStreamMerlinBernoulli = 9,
+  kStreamMerlinReset = 10,
+  kStreamBert4recMask = 11,
+  kStreamBert4recNegative = 12,
+  kStreamLogUniform = 13,
 };
 
 struct Philox4 {
