@@ -153,3 +153,53 @@ def plm_eval_perm_mask(item_ids: torch.Tensor, padding_idx: int) -> torch.Tensor
     last = last_item_index(item_ids, padding_idx)
     causal = positions[None, :] > positions[:, None]
     return (causal[None] | (positions[None, None, :] == last[:, None, None])).long()
+
+
+def predict_all(item_ids: torch.Tensor, padding_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-item targets for every position: (schema, targets). The appended column is literal 0."""
+    targets = torch.cat([item_ids[:, 1:], torch.zeros_like(item_ids[:, :1])], dim=1)
+    return targets != padding_idx, targets
+
+
+def clm_targets(
+    item_ids: torch.Tensor, padding_idx: int, training: bool, testing: bool, last_item_only: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLM (schema, targets). Inference: schema = non-padding, targets = item_ids.
+
+    Last-item mode keeps only target ``n - 1`` (from ``predict_all``), zeros elsewhere, and uses
+    ``schema = item_ids != padding_idx``: n positions kept visible for one target.
+    """
+    if not training and not testing:
+        return item_ids != padding_idx, item_ids
+    schema, targets = predict_all(item_ids, padding_idx)
+    if last_item_only:
+        rows = torch.arange(item_ids.shape[0], device=item_ids.device)
+        last = schema.sum(1) - 1
+        last_only = torch.zeros_like(targets)
+        last_only[rows, last] = targets[rows, last]
+        return item_ids != padding_idx, last_only
+    return schema, targets
+
+
+def last_item_targets(item_ids: torch.Tensor, padding_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluation on the last item: only ``targets[n - 1] = item[n - 1]`` (Python-index wrap)."""
+    rows = torch.arange(item_ids.shape[0], device=item_ids.device)
+    last = (item_ids != padding_idx).sum(1) - 1
+    targets = torch.full_like(item_ids, padding_idx)
+    targets[rows, last] = item_ids[rows, last]
+    return targets != padding_idx, targets
+
+
+def mlm_inference_targets(item_ids: torch.Tensor, padding_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLM inference: (B, L + 1) targets, pad except ``targets[n] = item[n - 1]`` (the [MASK] slot)."""
+    batch, length = item_ids.shape
+    rows = torch.arange(batch, device=item_ids.device)
+    count = (item_ids != padding_idx).sum(1)
+    targets = torch.full((batch, length + 1), padding_idx, dtype=item_ids.dtype, device=item_ids.device)
+    targets[rows, count] = item_ids[rows, count - 1]
+    return targets != padding_idx, targets
+
+
+def causal_perm_mask(batch: int, length: int, device) -> torch.Tensor:
+    """All-positions PLM evaluation perm_mask: strict upper triangle, int64 (B, L, L)."""
+    return torch.ones(length, length, dtype=torch.int64, device=device).triu(1).expand(batch, length, length).contiguous()

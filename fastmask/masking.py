@@ -1,0 +1,456 @@
+"""Drop-in replacement for ``transformers4rec.torch.masking``.
+
+Same classes, constructor arguments, attributes, registry names, dtypes, shapes and state_dict keys
+as Transformers4Rec 23.12; the random schemes run on fastmask's fused ops (``fastmask.ops``) with a
+counter-based Philox stream whose seed is drawn from torch's generator, so ``torch.manual_seed``
+reproduces a run and every backend returns the same bits.
+
+Options beyond the reference (all keyword-only, all default to the reference's behaviour):
+
+* ``generator``: a ``torch.Generator`` to draw seeds from instead of the default one.
+* ``skip_empty_rows``: in MLM/RTD/PLM training, a row made only of padding makes the reference
+  raise (``multinomial`` on an all-zero row); by default fastmask raises a ``ValueError`` too.
+  With ``skip_empty_rows=True`` such rows get no target instead.
+* ``check_inputs``: data-dependent checks (negative ids, rows of padding, RTD logits rows) read
+  values back to the host, which synchronises a GPU. They are skipped under ``torch.compile`` and
+  CUDA-graph capture, and with ``check_inputs=False`` for a sync-free eager path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import ops
+from .reference import masking as rules
+from .reference.philox import bernoulli_threshold
+from .registry import Registry
+
+masking_registry = Registry("torch.masking")
+
+_MAX_CONTEXT_LENGTH = 2**31 - 1
+
+
+@dataclass
+class MaskingInfo:
+    schema: torch.Tensor
+    targets: torch.Tensor
+
+
+def draw_seed(device: torch.device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """A fresh 63-bit Philox seed as an int64 (1,) tensor on ``device``, from torch's generator.
+
+    Drawn on the device itself, so CUDA-graph replays draw new seeds without a host round trip.
+    """
+    return torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64, device=device, generator=generator)
+
+
+def _data_checks_enabled(tensor: torch.Tensor, check_inputs: bool) -> bool:
+    if not check_inputs or torch.compiler.is_compiling():
+        return False
+    return not (tensor.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
+def _check_probability(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float in (0, 1], got {type(value).__name__}")
+    if not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value}")
+    return float(value)
+
+
+class OutputSizeMixin:
+    """The part of Transformers4Rec's ``OutputSizeMixin`` that masking modules use."""
+
+    def build(self, input_size, schema=None, **kwargs):
+        self.input_size = input_size
+        if schema is not None and getattr(self, "schema", None) is None:
+            self.schema = schema
+        return self
+
+    def output_size(self, input_size=None):
+        input_size = input_size or getattr(self, "input_size", None)
+        if not input_size:
+            return None
+        return self.forward_output_size(input_size)
+
+    def forward_output_size(self, input_size):
+        raise NotImplementedError()
+
+
+class MaskSequence(OutputSizeMixin, nn.Module):
+    """Base class of the masking schemes: targets, schema and the learnable mask embedding.
+
+    Parameters
+    ----------
+    hidden_size: int
+        Hidden dimension of the inputs; size of ``masked_item_embedding``.
+    padding_idx: int, default 0
+        Item id used for padding.
+    eval_on_last_item_seq_only: bool, default True
+        Predict only the last item during evaluation.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        padding_idx: int = 0,
+        eval_on_last_item_seq_only: bool = True,
+        *,
+        generator: Optional[torch.Generator] = None,
+        skip_empty_rows: bool = False,
+        check_inputs: bool = True,
+        **kwargs,
+    ):
+        super().__init__()
+        if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size <= 0:
+            raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
+        if isinstance(padding_idx, bool) or not isinstance(padding_idx, int):
+            raise TypeError(f"padding_idx must be an int, got {type(padding_idx).__name__}")
+        self.padding_idx = padding_idx
+        self.hidden_size = hidden_size
+        self.eval_on_last_item_seq_only = eval_on_last_item_seq_only
+        self.generator = generator
+        self.skip_empty_rows = skip_empty_rows
+        self.check_inputs = check_inputs
+        self.mask_schema: Optional[torch.Tensor] = None
+        self.masked_targets: Optional[torch.Tensor] = None
+        self.masked_item_embedding = nn.Parameter(torch.Tensor(self.hidden_size))
+        torch.nn.init.normal_(self.masked_item_embedding, mean=0, std=0.001)
+
+    # -- validation -------------------------------------------------------------------------
+    def _check_item_ids(self, item_ids: torch.Tensor, training: bool) -> None:
+        if not isinstance(item_ids, torch.Tensor):
+            raise TypeError(f"item_ids must be a torch.Tensor, got {type(item_ids).__name__}")
+        if item_ids.dtype.is_floating_point or item_ids.dtype.is_complex or item_ids.dtype == torch.bool:
+            raise TypeError(f"item_ids must hold integer ids, got dtype {item_ids.dtype}")
+        if item_ids.ndim != 2:
+            raise ValueError(f"item_ids must be 2-D (batch, seq_len), got shape {tuple(item_ids.shape)}")
+        if not _data_checks_enabled(item_ids, self.check_inputs) or item_ids.numel() == 0:
+            return
+        if bool((item_ids < 0).any()):
+            raise ValueError("item_ids must be non-negative item ids")
+        if training and self._needs_items_in_every_row and not self.skip_empty_rows:
+            empty = ((item_ids != self.padding_idx).sum(1) == 0).nonzero().flatten()
+            if len(empty):
+                raise ValueError(
+                    f"item_ids rows {empty[:8].tolist()} contain only padding ({self.padding_idx}); "
+                    f"{type(self).__name__} training needs at least one item per row "
+                    "(pass skip_empty_rows=True to leave such rows without targets)"
+                )
+
+    _needs_items_in_every_row = False
+
+    def _check_inputs(self, inputs: torch.Tensor, item_ids: torch.Tensor) -> None:
+        if not isinstance(inputs, torch.Tensor) or not inputs.dtype.is_floating_point:
+            raise TypeError("inputs must be a floating-point torch.Tensor (batch, seq_len, hidden_size)")
+        if inputs.ndim != 3 or inputs.shape[-1] != self.hidden_size:
+            raise ValueError(
+                f"inputs must have shape (batch, seq_len, {self.hidden_size}), got {tuple(inputs.shape)}"
+            )
+        if inputs.shape[:2] != item_ids.shape:
+            raise ValueError(
+                f"inputs (batch, seq_len) = {tuple(inputs.shape[:2])} must match item_ids {tuple(item_ids.shape)}"
+            )
+        if inputs.device != item_ids.device:
+            raise ValueError(f"item_ids is on {item_ids.device} but inputs are on {inputs.device}")
+
+    def _seed(self, device: torch.device) -> torch.Tensor:
+        return draw_seed(device, self.generator)
+
+    # -- reference API ----------------------------------------------------------------------
+    def _compute_masked_targets(
+        self, item_ids: torch.Tensor, training: bool = False, testing: bool = False
+    ) -> MaskingInfo:
+        raise NotImplementedError
+
+    def compute_masked_targets(
+        self, item_ids: torch.Tensor, training: bool = False, testing: bool = False
+    ) -> MaskingInfo:
+        """Targets and schema for ``item_ids``; also stored in ``mask_schema`` and ``masked_targets``."""
+        self._check_item_ids(item_ids, training)
+        masking_info = self._compute_masked_targets(item_ids, training=training, testing=testing)
+        self.mask_schema, self.masked_targets = masking_info.schema, masking_info.targets
+        return masking_info
+
+    def apply_mask_to_inputs(
+        self,
+        inputs: torch.Tensor,
+        schema: torch.Tensor,
+        training: bool = False,
+        testing: bool = False,
+    ) -> torch.Tensor:
+        """Replace the positions where ``schema`` is True by ``masked_item_embedding``."""
+        if not training and not testing:
+            return inputs
+        return torch.where(
+            schema.unsqueeze(-1).bool(), self.masked_item_embedding.to(inputs.dtype), inputs
+        )
+
+    def predict_all(self, item_ids: torch.Tensor) -> MaskingInfo:
+        """Targets for every next item (shifted ids, a literal 0 appended)."""
+        return MaskingInfo(*rules.predict_all(item_ids, self.padding_idx))
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        item_ids: torch.Tensor,
+        training: bool = False,
+        testing: bool = False,
+    ) -> torch.Tensor:
+        _ = self.compute_masked_targets(item_ids=item_ids, training=training, testing=testing)
+        self._check_inputs(inputs, item_ids)
+        if self.mask_schema is None:
+            raise ValueError("`mask_schema must be set.`")
+        return self.apply_mask_to_inputs(inputs, self.mask_schema, training=training, testing=testing)
+
+    def forward_output_size(self, input_size):
+        return input_size
+
+    def transformer_required_arguments(self) -> Dict[str, Any]:
+        return {}
+
+    def transformer_optional_arguments(self) -> Dict[str, Any]:
+        return {}
+
+    @property
+    def transformer_arguments(self) -> Dict[str, Any]:
+        """Extra arguments for the transformer's forward."""
+        return {**self.transformer_required_arguments(), **self.transformer_optional_arguments()}
+
+
+@masking_registry.register_with_multiple_names("clm", "causal")
+class CausalLanguageModeling(MaskSequence):
+    """Causal LM: predict the next item from the past positions.
+
+    ``train_on_last_item_seq_only``: predict only the last item during training.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        padding_idx: int = 0,
+        eval_on_last_item_seq_only: bool = True,
+        train_on_last_item_seq_only: bool = False,
+        **kwargs,
+    ):
+        super().__init__(hidden_size, padding_idx, eval_on_last_item_seq_only, **kwargs)
+        self.train_on_last_item_seq_only = train_on_last_item_seq_only
+
+    def _compute_masked_targets(
+        self, item_ids: torch.Tensor, training: bool = False, testing: bool = False
+    ) -> MaskingInfo:
+        last_item_only = (self.eval_on_last_item_seq_only and not training) or (
+            self.train_on_last_item_seq_only and training
+        )
+        return MaskingInfo(*rules.clm_targets(item_ids, self.padding_idx, training, testing, last_item_only))
+
+    def apply_mask_to_inputs(
+        self,
+        inputs: torch.Tensor,
+        mask_schema: torch.Tensor,
+        training: bool = False,
+        testing: bool = False,
+    ) -> torch.Tensor:
+        """Schema True means keep. Train/eval inputs are truncated by one (input t predicts t + 1)."""
+        embedding = self.masked_item_embedding.to(inputs.dtype)
+        if not training and not testing:
+            return torch.where(mask_schema.unsqueeze(-1).bool(), inputs, embedding)
+        truncated = torch.cat([inputs[:, :-1], torch.zeros_like(inputs[:, :1])], dim=1)
+        return torch.where(mask_schema.unsqueeze(-1).bool(), truncated, embedding)
+
+
+@masking_registry.register_with_multiple_names("mlm", "masked")
+class MaskedLanguageModeling(MaskSequence):
+    """Masked LM: random positions become targets and are hidden from the transformer.
+
+    ``mlm_probability``: probability of each non-padding item to be a target. Every row with an
+    item gets at least one target, and a row whose items are all targets drops one.
+    """
+
+    _needs_items_in_every_row = True
+
+    def __init__(
+        self,
+        hidden_size: int,
+        padding_idx: int = 0,
+        eval_on_last_item_seq_only: bool = True,
+        mlm_probability: float = 0.15,
+        **kwargs,
+    ):
+        super().__init__(hidden_size, padding_idx, eval_on_last_item_seq_only, **kwargs)
+        self.mlm_probability = _check_probability("mlm_probability", mlm_probability)
+
+    def _compute_masked_targets(
+        self, item_ids: torch.Tensor, training: bool = False, testing: bool = False
+    ) -> MaskingInfo:
+        if not training and not testing:
+            return MaskingInfo(*rules.mlm_inference_targets(item_ids, self.padding_idx))
+        if training:
+            threshold = bernoulli_threshold(_check_probability("mlm_probability", self.mlm_probability))
+            schema = ops.mlm_mask(item_ids, self._seed(item_ids.device), self.padding_idx, threshold)
+            return MaskingInfo(schema, torch.where(schema, item_ids, self.padding_idx))
+        if self.eval_on_last_item_seq_only:
+            return MaskingInfo(*rules.last_item_targets(item_ids, self.padding_idx))
+        return self.predict_all(item_ids)
+
+    def apply_mask_to_inputs(
+        self, inputs: torch.Tensor, mask_schema: torch.Tensor, training=False, testing=False
+    ) -> torch.Tensor:
+        """At inference the inputs grow to L + 1: a [MASK] slot after the last item."""
+        if not testing and not training:
+            inputs = torch.cat([inputs, inputs[:, -1:, :]], dim=1)
+        return torch.where(
+            mask_schema.unsqueeze(-1).bool(), self.masked_item_embedding.to(inputs.dtype), inputs
+        )
+
+
+@masking_registry.register_with_multiple_names("plm", "permutation")
+class PermutationLanguageModeling(MaskSequence):
+    """Permutation LM (XLNet): spans of targets and a random factorisation order per row.
+
+    ``plm_probability``: ratio of span length to the context reserved around it;
+    ``max_span_length``: longest span; ``permute_all``: every non-padding item is a target.
+    """
+
+    _needs_items_in_every_row = True
+
+    def __init__(
+        self,
+        hidden_size: int,
+        padding_idx: int = 0,
+        eval_on_last_item_seq_only: bool = True,
+        plm_probability: float = 1 / 6,
+        max_span_length: int = 5,
+        permute_all: bool = False,
+        **kwargs,
+    ):
+        super().__init__(hidden_size, padding_idx, eval_on_last_item_seq_only, **kwargs)
+        self.plm_probability = _check_probability("plm_probability", plm_probability)
+        if isinstance(max_span_length, bool) or not isinstance(max_span_length, int):
+            raise TypeError(f"max_span_length must be an int, got {type(max_span_length).__name__}")
+        if max_span_length < 1:
+            raise ValueError(f"max_span_length must be >= 1, got {max_span_length}")
+        self.max_span_length = max_span_length
+        self.permute_all = permute_all
+        self.target_mapping: Optional[torch.Tensor] = None
+        self.perm_mask: Optional[torch.Tensor] = None
+        self._context_lengths()
+
+    def _context_lengths(self) -> list:
+        lengths = rules.plm_context_lengths(self.plm_probability, self.max_span_length)
+        if lengths[-1] > _MAX_CONTEXT_LENGTH:
+            raise ValueError(
+                f"max_span_length / plm_probability = {lengths[-1]} must be below 2**31; "
+                "raise plm_probability or lower max_span_length"
+            )
+        return lengths
+
+    def _compute_masked_targets(self, item_ids: torch.Tensor, **kwargs):
+        pass
+
+    def _compute_masked_targets_extended(
+        self, item_ids: torch.Tensor, training=False
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mask_labels, labels, target_mapping, perm_mask) for XLNet."""
+        batch, length = item_ids.shape
+        if training:
+            schema, perm_mask, target_mapping = ops.plm_train_masks(
+                item_ids,
+                self._seed(item_ids.device),
+                self.padding_idx,
+                self.max_span_length,
+                self._context_lengths(),
+                bool(self.permute_all),
+            )
+            return schema, torch.where(schema, item_ids, self.padding_idx), target_mapping, perm_mask
+        if self.eval_on_last_item_seq_only:
+            schema, labels = rules.last_item_targets(item_ids, self.padding_idx)
+            perm_mask = ops.plm_eval_perm_mask(item_ids, self.padding_idx)
+            identity = torch.eye(length, dtype=torch.float32, device=item_ids.device)
+            return schema, labels, identity.expand(batch, length, length), perm_mask
+        schema, labels = rules.predict_all(item_ids, self.padding_idx)
+        # The reference builds this one on the CPU as int64, whatever the ids' device.
+        target_mapping = torch.nn.functional.one_hot(torch.arange(length), num_classes=length)
+        perm_mask = rules.causal_perm_mask(batch, length, item_ids.device)
+        return schema, labels, target_mapping.expand(batch, length, length), perm_mask
+
+    def compute_masked_targets(self, item_ids: torch.Tensor, training=False, **kwargs) -> MaskingInfo:
+        self._check_item_ids(item_ids, training)
+        (
+            self.mask_schema,
+            self.masked_targets,
+            self.target_mapping,
+            self.perm_mask,
+        ) = self._compute_masked_targets_extended(item_ids, training=training)
+        return MaskingInfo(self.mask_schema, self.masked_targets)
+
+    def transformer_required_arguments(self) -> Dict[str, Any]:
+        return dict(target_mapping=self.target_mapping, perm_mask=self.perm_mask)
+
+
+@masking_registry.register_with_multiple_names("rtd", "replacement")
+class ReplacementLanguageModeling(MaskedLanguageModeling):
+    """Replacement token detection (ELECTRA): MLM targets, replaced by sampled items.
+
+    ``sample_from_batch``: sample replacements among the batch's targets instead of the catalogue.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        padding_idx: int = 0,
+        eval_on_last_item_seq_only: bool = True,
+        sample_from_batch: bool = False,
+        **kwargs,
+    ):
+        super().__init__(hidden_size, padding_idx, eval_on_last_item_seq_only, **kwargs)
+        self.sample_from_batch = sample_from_batch
+
+    def get_fake_tokens(self, itemid_seq, target_flat, logits):
+        """Replace each target by a sampled item: (corrupted_inputs, discriminator_labels, batch_updates).
+
+        ``logits`` has one row per target of ``target_flat`` in row-major order: over the catalogue,
+        or over the batch's targets with ``sample_from_batch``. No host synchronisation: targets are
+        located by a running count instead of ``nonzero``.
+        """
+        if itemid_seq.ndim != 2 or target_flat.ndim != 1 or target_flat.numel() != itemid_seq.numel():
+            raise ValueError(
+                "itemid_seq must be (batch, seq_len) and target_flat its flattened (batch * seq_len,) "
+                f"targets, got {tuple(itemid_seq.shape)} and {tuple(target_flat.shape)}"
+            )
+        is_target = target_flat != self.padding_idx
+        if _data_checks_enabled(target_flat, self.check_inputs):
+            num_targets = int(is_target.sum())
+            if logits.ndim != 2 or logits.shape[0] != num_targets:
+                raise ValueError(
+                    f"logits must have one row per target ({num_targets}), got shape {tuple(logits.shape)}"
+                )
+        slot = (is_target.cumsum(0) - 1).clamp(min=0)
+        if self.sample_from_batch:
+            batch_updates = self.sample_from_softmax(logits).flatten()
+            # Targets in row-major order; non-targets land in a spare last slot.
+            target_slot = torch.where(is_target, slot, logits.shape[0])
+            targets_in_order = target_flat.new_zeros(logits.shape[0] + 1).scatter_(0, target_slot, target_flat)
+            updates = targets_in_order[batch_updates]
+        else:
+            updates = self.sample_from_softmax(logits).flatten()
+            batch_updates = []
+        if logits.shape[0] == 0:
+            replaced = target_flat
+        else:
+            replaced = updates.to(target_flat.dtype)[slot.clamp(max=logits.shape[0] - 1)]
+        corrupted_labels = torch.where(is_target, replaced, target_flat)
+        discriminator_labels = (corrupted_labels != target_flat).view(-1, itemid_seq.size(1))
+        corrupted_inputs = torch.where(is_target, replaced.to(itemid_seq.dtype), itemid_seq.reshape(-1))
+        return corrupted_inputs.view(-1, itemid_seq.size(1)), discriminator_labels, batch_updates
+
+    def sample_from_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """One sample per row of ``logits`` (P, V) from softmax(logits), by fused Gumbel-max; int64 (P,)."""
+        if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
+            raise TypeError("logits must be a floating-point torch.Tensor of shape (P, V)")
+        if logits.ndim != 2 or logits.shape[1] == 0:
+            raise ValueError(f"logits must be 2-D (P, V) with V > 0, got shape {tuple(logits.shape)}")
+        return ops.gumbel_argmax(logits, self._seed(logits.device))
