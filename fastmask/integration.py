@@ -1,0 +1,146 @@
+"""Run an installed Transformers4Rec's masking, RTD sampling and ranking metrics on fastmask.
+
+``patch_transformers4rec()`` sets fastmask's methods (the very functions of ``fastmask.masking`` and
+``fastmask.ranking_metric``) on Transformers4Rec's own classes. Its classes, registries, class names,
+``masking.__class__ in DEFAULT_MASKING`` and ``isinstance`` checks, and state_dict keys stay as they
+are, so models built before or after patching, and their checkpoints, are interchangeable.
+
+What changes while patched:
+
+* MLM/RTD training masks, PLM training masks with ``perm_mask``/``target_mapping``, and the PLM
+  last-item evaluation ``perm_mask`` come from fastmask's fused ops (the evaluation and inference
+  targets are fastmask's rules, equal to Transformers4Rec's);
+* RTD ``sample_from_softmax`` is the fused Gumbel-max and ``get_fake_tokens`` is fastmask's;
+* ranking metrics are computed by fastmask.
+
+Seeds are drawn from torch's generator, so ``torch.manual_seed`` reproduces a run; the masks follow
+fastmask's reference rules (Transformers4Rec's rules on a counter-based random stream). Instances
+also accept fastmask's options as attributes: ``generator``, ``check_inputs``, ``skip_empty_rows``.
+CLM has no random step and is left untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+_MISSING = object()
+# (class, attribute) -> what the class itself held before patching (_MISSING if nothing).
+_originals: dict = {}
+
+# fastmask's masking methods, with the helpers and class flags they read, set on Transformers4Rec's
+# class of the same name.
+_MASKING_METHODS = {
+    "MaskSequence": ("_seed", "_check_item_ids"),
+    "MaskedLanguageModeling": ("_needs_items_in_every_row", "compute_masked_targets", "_compute_masked_targets"),
+    "PermutationLanguageModeling": (
+        "_needs_items_in_every_row",
+        "_context_lengths",
+        "compute_masked_targets",
+        "_compute_masked_targets_extended",
+    ),
+    "ReplacementLanguageModeling": ("get_fake_tokens", "sample_from_softmax"),
+}
+# fastmask's keyword-only masking options; their constructor defaults become class defaults.
+_MASKING_OPTIONS = ("generator", "check_inputs", "skip_empty_rows")
+_METRIC_CLASSES = ("PrecisionAt", "RecallAt", "AvgPrecisionAt", "DCGAt", "NDCGAt", "MeanReciprocalRankAt")
+# Each metric class defines its own ``_metric``, so fastmask's shared one is set on every class.
+_METRIC_METHODS = {"RankingMetric": ("full_state_update", "update")} | {
+    name: ("_metric", "_needs_ideal", "_from_ranked") for name in _METRIC_CLASSES
+}
+
+
+def _transformers4rec_modules():
+    try:
+        from transformers4rec.torch import masking, ranking_metric
+    except ImportError as error:
+        raise ImportError(
+            "fastmask.patch_transformers4rec needs the 'transformers4rec' package "
+            "(pip install transformers4rec); it could not be imported"
+        ) from error
+    return masking, ranking_metric
+
+
+def _attribute(cls, name):
+    """``cls.name`` as stored in the class (a plain function, not a bound method)."""
+    try:
+        return inspect.getattr_static(cls, name)
+    except AttributeError:
+        raise RuntimeError(f"fastmask: {cls.__module__}.{cls.__qualname__} has no attribute {name!r}") from None
+
+
+def _t4rec_class(module, name):
+    cls = getattr(module, name, None)
+    if not isinstance(cls, type):
+        raise RuntimeError(
+            f"fastmask cannot patch this transformers4rec: {module.__name__}.{name} is missing "
+            "(fastmask follows transformers4rec 23.12)"
+        )
+    return cls
+
+
+def _method_replacements(t4r_module, fastmask_module, methods):
+    """(Transformers4Rec class, name, fastmask's attribute of that name) for every entry of ``methods``."""
+    replacements = []
+    for class_name, names in methods.items():
+        target = _t4rec_class(t4r_module, class_name)
+        source = getattr(fastmask_module, class_name)
+        replacements += [(target, name, _attribute(source, name)) for name in names]
+    return replacements
+
+
+def _replacements():
+    from . import masking, ranking_metric
+
+    t4r_masking, t4r_ranking_metric = _transformers4rec_modules()
+    options = inspect.signature(masking.MaskSequence.__init__).parameters
+    mask_sequence = _t4rec_class(t4r_masking, "MaskSequence")
+    return (
+        [(mask_sequence, name, options[name].default) for name in _MASKING_OPTIONS]
+        + _method_replacements(t4r_masking, masking, _MASKING_METHODS)
+        + _method_replacements(t4r_ranking_metric, ranking_metric, _METRIC_METHODS)
+    )
+
+
+def is_transformers4rec_patched() -> bool:
+    """Whether ``patch_transformers4rec()`` is in effect."""
+    return bool(_originals)
+
+
+def patch_transformers4rec() -> None:
+    """Make transformers4rec's masking, RTD sampling and ranking metrics run on fastmask.
+
+    Idempotent. Raises ImportError when transformers4rec is not installed, RuntimeError when the
+    installed version lacks a class or method fastmask replaces (nothing is changed then).
+    """
+    if _originals:
+        return
+    replacements = _replacements()  # all looked up before anything changes
+    for cls, name, _ in replacements:
+        _originals[(cls, name)] = cls.__dict__.get(name, _MISSING)
+    for cls, name, value in replacements:
+        setattr(cls, name, value)
+
+
+def unpatch_transformers4rec() -> None:
+    """Restore transformers4rec's own methods exactly (a no-op when not patched)."""
+    for (cls, name), original in _originals.items():
+        if original is _MISSING:
+            delattr(cls, name)
+        else:
+            setattr(cls, name, original)
+    _originals.clear()
+
+
+@contextlib.contextmanager
+def patched_transformers4rec():
+    """``with fastmask.patched_transformers4rec(): ...`` patches for the block only.
+
+    A patch already in effect when the block starts stays in effect after it.
+    """
+    was_patched = is_transformers4rec_patched()
+    patch_transformers4rec()
+    try:
+        yield
+    finally:
+        if not was_patched:
+            unpatch_transformers4rec()

@@ -1,0 +1,505 @@
+"""fastmask inside a real Transformers4Rec: ``fastmask.patch_transformers4rec()``.
+
+Needs transformers4rec (``.ci/integration`` builds an environment with it); skipped without it.
+"""
+import contextlib
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+import torch
+
+tr = pytest.importorskip("transformers4rec.torch")
+
+from transformers4rec.torch import masking as t4r_masking  # noqa: E402
+from transformers4rec.torch import ranking_metric as t4r_ranking_metric  # noqa: E402
+from transformers4rec.torch.utils.torch_utils import MappingTransformerMasking  # noqa: E402
+
+import fastmask  # noqa: E402
+from fastmask import masking as fm_masking  # noqa: E402
+from fastmask import ops  # noqa: E402
+from fastmask.reference import masking as rules  # noqa: E402
+from fastmask.reference import sampling as sampling_rules  # noqa: E402
+from fastmask.reference.philox import bernoulli_threshold  # noqa: E402
+
+EXAMPLE_PATH = pathlib.Path(__file__).resolve().parents[2] / "examples" / "t4rec_patch.py"
+_spec = importlib.util.spec_from_file_location("t4rec_patch_example", EXAMPLE_PATH)
+example = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(example)
+
+NUM_ITEMS, LENGTH = 30, 10
+LENGTHS = [10, 7, 4, 2, 3, 1, 9, 5]
+MASKINGS = ["clm", "mlm", "plm", "rtd"]
+TRAINING_OPS = {"clm": set(), "mlm": {"mlm_mask"}, "plm": {"plm_train_masks"}, "rtd": {"mlm_mask"}}
+EVALUATION_OPS = {"clm": set(), "mlm": set(), "plm": {"plm_eval_perm_mask"}, "rtd": set()}
+METRIC_NAMES = ["precision_at", "recall_at", "avg_precision_at", "dcg_at", "ndcg_at", "mrr_at"]
+
+
+@pytest.fixture(autouse=True)
+def unpatched_afterwards():
+    yield
+    fastmask.unpatch_transformers4rec()
+
+
+@pytest.fixture
+def op_calls(monkeypatch):
+    """Names of the fastmask ops run during the test, in call order."""
+    calls = []
+    run = ops.run
+
+    def recording_run(op, device, *args):
+        calls.append(op)
+        return run(op, device, *args)
+
+    monkeypatch.setattr(ops, "run", recording_run)
+    return calls
+
+
+def patched(enabled: bool):
+    return fastmask.patched_transformers4rec() if enabled else contextlib.nullcontext()
+
+
+def class_namespaces():
+    """Every class defined in Transformers4Rec's masking and metrics modules -> copy of its namespace."""
+    return {
+        cls: dict(vars(cls))
+        for module in (t4r_masking, t4r_ranking_metric)
+        for cls in vars(module).values()
+        if isinstance(cls, type) and cls.__module__ == module.__name__
+    }
+
+
+def assert_same_namespaces(actual, expected):
+    assert actual.keys() == expected.keys()
+    for cls, namespace in expected.items():
+        assert actual[cls].keys() == namespace.keys(), cls
+        changed = [name for name, value in namespace.items() if actual[cls][name] is not value]
+        assert not changed, (cls, changed)
+
+
+def item_ids(lengths, length=LENGTH, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, NUM_ITEMS + 1, (len(lengths), length), generator=generator)
+    ids[torch.arange(length)[None, :] >= torch.tensor(lengths)[:, None]] = 0
+    return ids
+
+
+def masking_module(model):
+    (module,) = {id(m): m for m in model.modules() if isinstance(m, t4r_masking.MaskSequence)}.values()
+    return module
+
+
+def train_step(model, batch):
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = model(batch, training=True)["loss"]
+    loss.backward()
+    optimizer.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    return loss
+
+
+def evaluate(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return model.evaluate([(batch, None)], verbose=False)
+
+
+# -- patching itself ------------------------------------------------------------------------------
+
+
+def test_patch_is_idempotent_and_unpatch_restores_every_class_exactly():
+    original = class_namespaces()
+    fastmask.patch_transformers4rec()
+    assert fastmask.is_transformers4rec_patched()
+    once = class_namespaces()
+    assert (
+        t4r_masking.MaskedLanguageModeling._compute_masked_targets
+        is fm_masking.MaskedLanguageModeling._compute_masked_targets
+    )
+    fastmask.patch_transformers4rec()
+    assert_same_namespaces(class_namespaces(), once)
+    fastmask.unpatch_transformers4rec()
+    assert not fastmask.is_transformers4rec_patched()
+    assert_same_namespaces(class_namespaces(), original)
+    fastmask.unpatch_transformers4rec()
+    assert_same_namespaces(class_namespaces(), original)
+
+
+def test_context_manager_patches_for_the_block_only():
+    original = t4r_masking.PermutationLanguageModeling._compute_masked_targets_extended
+    with fastmask.patched_transformers4rec():
+        assert t4r_masking.PermutationLanguageModeling._compute_masked_targets_extended is not original
+    assert t4r_masking.PermutationLanguageModeling._compute_masked_targets_extended is original
+
+    with pytest.raises(KeyError):
+        with fastmask.patched_transformers4rec():
+            raise KeyError("inside the block")
+    assert not fastmask.is_transformers4rec_patched()
+
+    fastmask.patch_transformers4rec()
+    with fastmask.patched_transformers4rec():
+        pass
+    assert fastmask.is_transformers4rec_patched()
+
+
+def test_patching_without_transformers4rec_names_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers4rec.torch", None)
+    with pytest.raises(ImportError, match="transformers4rec"):
+        fastmask.patch_transformers4rec()
+    assert not fastmask.is_transformers4rec_patched()
+
+
+def test_an_incompatible_transformers4rec_is_left_untouched(monkeypatch):
+    original = class_namespaces()
+    monkeypatch.delattr(t4r_ranking_metric, "MeanReciprocalRankAt")
+    with pytest.raises(RuntimeError, match="MeanReciprocalRankAt"):
+        fastmask.patch_transformers4rec()
+    assert not fastmask.is_transformers4rec_patched()
+    monkeypatch.undo()
+    assert_same_namespaces(class_namespaces(), original)
+
+
+def test_classes_registries_and_names_stay_transformers4rec_own():
+    masking_classes = dict(t4r_masking.masking_registry._registry)
+    metric_classes = dict(t4r_ranking_metric.ranking_metrics_registry._registry)
+    with fastmask.patched_transformers4rec():
+        assert t4r_masking.masking_registry._registry == masking_classes
+        assert t4r_ranking_metric.ranking_metrics_registry._registry == metric_classes
+        for name in MASKINGS:
+            module = t4r_masking.masking_registry.parse(name)(hidden_size=8)
+            assert type(module).__module__ == "transformers4rec.torch.masking"
+            assert module.__class__ in MappingTransformerMasking.DEFAULT_MASKING
+            assert module.__class__ in MappingTransformerMasking.XLNetConfig
+        assert isinstance(t4r_masking.masking_registry["rtd"](hidden_size=8), t4r_masking.MaskedLanguageModeling)
+        ndcg = t4r_ranking_metric.ranking_metrics_registry["ndcg"]
+        assert type(ndcg) is t4r_ranking_metric.NDCGAt and ndcg.top_ks == [2, 5]
+
+
+# -- a model, end to end ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("masking", MASKINGS)
+@pytest.mark.parametrize("use_fastmask", [False, True], ids=["t4rec", "fastmask"])
+def test_train_step_and_evaluation(masking, use_fastmask, op_calls):
+    torch.manual_seed(0)
+    schema = example.tiny_schema(NUM_ITEMS, LENGTH)
+    batch = example.synthetic_batch(NUM_ITEMS, LENGTHS, LENGTH)
+    with patched(use_fastmask):
+        model = example.build_model(schema, masking, LENGTH)
+        loss = train_step(model, batch)
+        training_ops = set(op_calls)
+        op_calls.clear()
+        metrics = evaluate(model, batch)
+        evaluation_ops = set(op_calls)
+
+    assert torch.isfinite(loss)
+    expected_names = {f"next-item/{name}_{k}" for name in ("ndcg_at", "avg_precision_at", "recall_at") for k in (10, 20)}
+    assert set(metrics) == expected_names
+    assert all(0.0 <= float(value) <= 1.0 for value in metrics.values())
+    if use_fastmask:
+        assert training_ops == TRAINING_OPS[masking]
+        assert evaluation_ops == EVALUATION_OPS[masking] | {"target_ranks"}
+    else:
+        assert training_ops == evaluation_ops == set()
+
+
+@pytest.mark.parametrize("masking", ["mlm", "plm", "rtd"])
+def test_model_training_masks_come_from_torch_seed(masking):
+    """The patched model's masks are fastmask's, seeded from torch's generator."""
+    batch = example.synthetic_batch(NUM_ITEMS, LENGTHS, LENGTH)
+    ids = batch[example.ITEM_COLUMN]
+    with fastmask.patched_transformers4rec():
+        model = example.build_model(example.tiny_schema(NUM_ITEMS, LENGTH), masking, LENGTH)
+        module = masking_module(model)
+        model.train()
+        runs = []
+        for seed in (7, 7, 8):
+            torch.manual_seed(seed)
+            model(batch, training=True)
+            runs.append((module.mask_schema, module.masked_targets, getattr(module, "perm_mask", None)))
+
+    fastmask_module = fm_masking.masking_registry[masking](hidden_size=8)
+    torch.manual_seed(7)
+    expected = fastmask_module.compute_masked_targets(ids, training=True)
+    assert torch.equal(runs[0][0], expected.schema) and torch.equal(runs[0][1], expected.targets)
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1]) if a is not None)
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0], runs[2]) if a is not None)
+
+
+def check_training_targets(ids, schema, targets, rows_never_all, padding_idx=0):
+    """``rows_never_all``: the rows where the rules guarantee that some item is not a target."""
+    nonpad = ids != padding_idx
+    count, masked = nonpad.sum(1), schema.sum(1)
+    assert schema.dtype == torch.bool and targets.dtype == ids.dtype
+    assert torch.equal(schema, targets != padding_idx)
+    assert torch.equal(targets[schema], ids[schema])
+    assert not (schema & ~nonpad).any(), "a target on padding"
+    assert ((masked >= 1) | (count <= 1)).all(), "a row with two or more items and no target"
+    assert (masked < count)[rows_never_all].all(), "every item of a row is a target"
+
+
+def check_perm_mask(schema, perm_mask, target_mapping):
+    """XLNet's perm_mask[b, q, k] = 1: query q cannot see key k."""
+    batch, length = schema.shape
+    assert perm_mask.dtype == torch.float32 and perm_mask.shape == (batch, length, length)
+    assert target_mapping.dtype == torch.float32
+    assert torch.equal(target_mapping, torch.eye(length).expand(batch, length, length))
+    hidden = perm_mask.bool()
+    assert not hidden[~schema[:, None, :].expand_as(hidden)].any(), "a non-target key is hidden"
+    unmasked_query_masked_key = (~schema)[:, :, None] & schema[:, None, :]
+    assert hidden[unmasked_query_masked_key].all(), "a target is visible to a non-target"
+    for b in range(batch):
+        targets = schema[b].nonzero().flatten()
+        sees = ~hidden[b][targets][:, targets]  # among targets: q sees k
+        assert not sees.diagonal().any(), "a target sees itself"
+        # A factorisation order: each target sees exactly the targets before it.
+        seen_counts = sorted(sees.sum(1).tolist())
+        assert seen_counts == list(range(len(targets)))
+        assert not (sees & sees.T).any()
+
+
+@pytest.mark.parametrize("masking", ["mlm", "rtd", "plm"])
+def test_patched_training_masks_follow_transformers4rec_rules(masking, op_calls):
+    lengths = [LENGTH, 1, 2, 3, 5, 8, 9, 4, 6, 7]
+    with fastmask.patched_transformers4rec():
+        module = t4r_masking.masking_registry[masking](hidden_size=8)
+        for seed in range(12):
+            ids = item_ids(lengths, seed=seed)
+            torch.manual_seed(seed)
+            seed_tensor = fm_masking.draw_seed(ids.device)
+            torch.manual_seed(seed)
+            info = module.compute_masked_targets(ids, training=True)
+            # T4Rec's PLM counts targets before dropping span positions that ran into padding, so
+            # only its rows without padding are sure to keep an item that is not a target.
+            count = (ids != 0).sum(1)
+            rows_never_all = count == LENGTH if masking == "plm" else count > 0
+            check_training_targets(ids, info.schema, info.targets, rows_never_all)
+            assert torch.equal(module.mask_schema, info.schema)
+            assert torch.equal(module.masked_targets, info.targets)
+            if masking == "plm":
+                check_perm_mask(info.schema, module.perm_mask, module.target_mapping)
+                expected = rules.plm_train_masks(
+                    ids, ops.seed_int(seed_tensor), 0, module.max_span_length,
+                    rules.plm_context_lengths(module.plm_probability, module.max_span_length), False,
+                )
+                assert torch.equal(info.schema, expected[0])
+                assert torch.equal(module.perm_mask, expected[1])
+            else:
+                expected = rules.mlm_mask(ids, ops.seed_int(seed_tensor), 0, bernoulli_threshold(module.mlm_probability))
+                assert torch.equal(info.schema, expected)
+    assert set(op_calls) == {"plm_train_masks" if masking == "plm" else "mlm_mask"}
+
+
+@pytest.mark.parametrize("masking", ["mlm", "plm"])
+def test_rows_of_padding_in_training(masking):
+    ids = item_ids([4, 0, 6])
+    module = t4r_masking.masking_registry[masking](hidden_size=8)
+    with pytest.raises(RuntimeError):  # Transformers4Rec: multinomial over an all-zero row
+        module.compute_masked_targets(ids, training=True)
+    with fastmask.patched_transformers4rec():
+        with pytest.raises(ValueError, match="padding"):
+            module.compute_masked_targets(ids, training=True)
+        module.skip_empty_rows = True
+        info = module.compute_masked_targets(ids, training=True)
+    assert not info.schema[1].any() and info.schema[0].any() and info.schema[2].any()
+
+
+@pytest.mark.parametrize("masking", MASKINGS)
+@pytest.mark.parametrize("eval_on_last_item_seq_only", [True, False])
+@pytest.mark.parametrize("testing", [True, False], ids=["evaluation", "inference"])
+def test_patched_evaluation_and_inference_equal_transformers4rec(masking, eval_on_last_item_seq_only, testing):
+    ids = item_ids([LENGTH, 1, 2, 6, 0, 9])
+    module = t4r_masking.masking_registry[masking](hidden_size=8, eval_on_last_item_seq_only=eval_on_last_item_seq_only)
+
+    def outputs():
+        info = module.compute_masked_targets(ids, training=False, testing=testing)
+        return [info.schema, info.targets] + [getattr(module, name, None) for name in ("perm_mask", "target_mapping")]
+
+    expected = outputs()
+    with fastmask.patched_transformers4rec():
+        actual = outputs()
+    for a, e in zip(actual, expected):
+        if e is None:
+            assert a is None
+        else:
+            assert a.dtype == e.dtype and a.device == e.device and torch.equal(a, e)
+
+
+# -- RTD sampling ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sample_from_batch", [False, True])
+def test_patched_rtd_replacements(sample_from_batch, op_calls):
+    ids = item_ids(LENGTHS)
+    with fastmask.patched_transformers4rec():
+        module = t4r_masking.masking_registry["rtd"](hidden_size=8, sample_from_batch=sample_from_batch)
+        torch.manual_seed(0)
+        info = module.compute_masked_targets(ids, training=True)
+        targets_flat = info.targets.flatten()
+        num_targets = int(info.schema.sum())
+        logits = torch.randn(num_targets, num_targets if sample_from_batch else NUM_ITEMS + 1)
+        torch.manual_seed(5)
+        corrupted, discriminator_labels, batch_updates = module.get_fake_tokens(ids, targets_flat, logits)
+    assert op_calls == ["mlm_mask", "gumbel_argmax"]
+
+    torch.manual_seed(5)
+    samples = sampling_rules.gumbel_argmax(logits, ops.seed_int(fm_masking.draw_seed(logits.device)))
+    if sample_from_batch:
+        assert torch.equal(batch_updates, samples)
+        samples = info.targets[info.schema][samples]
+    else:
+        assert batch_updates == []
+    assert corrupted.shape == ids.shape and corrupted.dtype == ids.dtype
+    assert torch.equal(corrupted[info.schema], samples)
+    assert torch.equal(corrupted[~info.schema], ids[~info.schema])
+    assert discriminator_labels.dtype == torch.bool
+    assert torch.equal(discriminator_labels, info.schema & (corrupted != ids))
+
+
+def test_patched_sample_from_softmax_matches_the_softmax():
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]]).expand(20000, 4).contiguous()
+    with fastmask.patched_transformers4rec():
+        module = t4r_masking.ReplacementLanguageModeling(hidden_size=8)
+        torch.manual_seed(0)
+        samples = module.sample_from_softmax(logits)
+    assert samples.dtype == torch.int64 and samples.shape == (20000,)
+    frequencies = torch.bincount(samples, minlength=4).double() / len(samples)
+    # 20000 draws: each frequency within 5 standard deviations (< 0.018) of its probability.
+    assert torch.allclose(frequencies, torch.softmax(logits[0].double(), 0), atol=0.018)
+
+
+# -- ranking metrics ---------------------------------------------------------------------------------
+
+
+def metric_inputs(labels_onehot: bool):
+    generator = torch.Generator().manual_seed(1)
+    rows, num_items = 24, 40
+    scores = torch.randn(rows, num_items, generator=generator)
+    if labels_onehot:
+        return scores, torch.randint(0, num_items, (rows,), generator=generator)
+    labels = (torch.rand(rows, num_items, generator=generator) < 0.08).float()
+    labels[3] = 0  # a row with nothing relevant
+    labels[5, :] = 1  # a row where everything is
+    labels[7] *= 2  # graded relevance
+    return scores, labels
+
+
+def assert_metric_runs_equal(run, op_calls, ranks_with_op=True):
+    """``run()`` (a list of metric results) gives the same bits patched and unpatched."""
+    expected = run()
+    assert op_calls == []
+    with fastmask.patched_transformers4rec():
+        actual = run()
+    assert op_calls == (["target_ranks"] * len(op_calls) if ranks_with_op else [])
+    assert op_calls or not ranks_with_op
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert a.dtype == e.dtype and a.shape == e.shape
+        assert torch.equal(a, e), (a, e)
+
+
+@pytest.mark.parametrize("name", METRIC_NAMES)
+@pytest.mark.parametrize("labels_onehot", [True, False], ids=["item_ids", "dense_labels"])
+def test_patched_metrics_equal_transformers4rec(name, labels_onehot, op_calls):
+    scores, targets = metric_inputs(labels_onehot)
+
+    def run():
+        metric = t4r_ranking_metric.ranking_metrics_registry[name]
+        metric.top_ks, metric.labels_onehot = [1, 3, 10, 40], labels_onehot  # set after construction
+        first = metric(scores[:16], targets[:16])
+        second = metric(scores[16:], targets[16:])
+        return [first, second, metric.compute()]
+
+    assert_metric_runs_equal(run, op_calls)
+
+
+# Transformers4Rec's own tie cases (tests/unit/torch/test_ranking_metrics.py): equal scores rank
+# lower item ids first. On ties in general torch.topk's order is unspecified, so the reference's
+# values are not defined there; fastmask always ranks ties by item id.
+TIED_SCORES = torch.tensor([[1, 2, 3, 4, 5, 4, 3, 2, 1]] * 3)
+TIED_TARGETS = torch.tensor([7, 5, 4])
+
+
+@pytest.mark.parametrize("name", METRIC_NAMES)
+@pytest.mark.parametrize("labels_onehot", [True, False], ids=["item_ids", "dense_labels"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float32])
+def test_patched_metrics_equal_transformers4rec_on_its_tie_cases(name, labels_onehot, dtype, op_calls):
+    scores = TIED_SCORES.to(dtype)
+    targets = TIED_TARGETS if labels_onehot else torch.nn.functional.one_hot(TIED_TARGETS, 9)
+    batched = (scores.repeat(2, 1, 1), targets.repeat(2, 1) if labels_onehot else targets.repeat(2, 1, 1))
+
+    def run():
+        metric = t4r_ranking_metric.ranking_metrics_registry[name]
+        metric.top_ks, metric.labels_onehot = [1, 2, 3, 4], labels_onehot
+        return [metric(scores, targets), metric(*batched), metric.compute()]
+
+    # fastmask ranks integer scores with a stable sort instead of the target_ranks op.
+    assert_metric_runs_equal(run, op_calls, ranks_with_op=dtype.is_floating_point)
+
+
+def test_model_metrics_equal_transformers4rec_on_the_same_predictions():
+    torch.manual_seed(0)
+    batch = example.synthetic_batch(NUM_ITEMS, LENGTHS, LENGTH)
+    model = example.build_model(example.tiny_schema(NUM_ITEMS, LENGTH), "mlm", LENGTH)
+    model.eval()
+    with torch.no_grad():
+        output = model(batch, testing=True)
+
+    def metrics():
+        model.reset_metrics()
+        model.calculate_metrics(output["predictions"], targets=output["labels"])
+        return model.compute_metrics()
+
+    expected = metrics()
+    with fastmask.patched_transformers4rec():
+        actual = metrics()
+    assert actual.keys() == expected.keys() and len(actual) == 6
+    for key in expected:
+        assert torch.equal(actual[key], expected[key]), key
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("masking", MASKINGS)
+def test_checkpoints_load_across_patched_and_unpatched_models(masking):
+    schema = example.tiny_schema(NUM_ITEMS, LENGTH)
+    batch = example.synthetic_batch(NUM_ITEMS, LENGTHS, LENGTH)
+    torch.manual_seed(0)
+    plain = example.build_model(schema, masking, LENGTH)
+    train_step(plain, batch)
+    with fastmask.patched_transformers4rec():
+        torch.manual_seed(1)
+        fast = example.build_model(schema, masking, LENGTH)
+        fast.load_state_dict(plain.state_dict())
+        fast.eval()
+        with torch.no_grad():
+            fast_predictions = fast(batch, testing=True)["predictions"]
+    plain_state, fast_state = plain.state_dict(), fast.state_dict()
+    assert list(plain_state) == list(fast_state)
+    assert any(key.endswith("masked_item_embedding") for key in fast_state)
+    for key, value in plain_state.items():
+        assert fast_state[key].shape == value.shape and torch.equal(fast_state[key], value), key
+
+    torch.manual_seed(2)
+    fresh = example.build_model(schema, masking, LENGTH)
+    fresh.load_state_dict(fast_state)
+    for model in (plain, fresh):
+        model.eval()
+        with torch.no_grad():
+            predictions = model(batch, testing=True)["predictions"]
+        assert torch.equal(predictions, fast_predictions)
+
+
+# -- the README example --------------------------------------------------------------------------------
+
+
+def test_example_runs(op_calls, capsys):
+    result = example.main("plm")
+    assert not fastmask.is_transformers4rec_patched()
+    assert set(op_calls) == {"plm_train_masks", "plm_eval_perm_mask", "target_ranks"}
+    assert torch.isfinite(torch.tensor(result["loss"]))
+    assert "next-item/ndcg_at_10" in result and "plm: training loss" in capsys.readouterr().out
