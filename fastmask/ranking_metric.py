@@ -1,0 +1,275 @@
+"""Drop-in replacement for ``transformers4rec.torch.ranking_metric``.
+
+Same classes, constructor arguments, registry names, state and results (bit for bit) as
+Transformers4Rec's torchmetrics ranking metrics; the top-k step runs on ``fastmask.ops.target_ranks``
+instead of ``torch.topk`` over the whole catalogue.
+
+How each update finds the labels of the top-K items (K = max(top_ks)):
+
+* ``labels_onehot=True`` (targets are item ids): the rank of each target among its row's scores, from
+  one ``target_ranks`` call. No (N, V) one-hot tensor is built and nothing is sorted.
+* ``labels_onehot=False`` (dense (N, V) labels): the relevant items (label != 0) of each row are
+  gathered into an (N, M) id tensor, M = the most relevant items in a row, and ranked the same way.
+  Finding M reads it back to the host (a device sync), as does the reference's choice of rows for
+  recall. When M exceeds ``MAX_RANKED_RELEVANT`` the batch falls back to a full stable sort, since
+  ranking each relevant item costs a pass over the catalogue.
+* Integer scores (accepted by the reference) also use the full sort.
+
+Ordering: higher score first; equal scores in column order (lower item id first); NaN above every
+number, so NaN-scored items are ranked first. This is ``torch.sort(descending=True, stable=True)``,
+which the reference's ``torch.topk`` matches on its own test cases; ``torch.topk`` itself leaves the
+order of ties unspecified. Scores are ranked in their own dtype and labels keep theirs through the
+formulas, as in current Transformers4Rec (older versions cast both to float32 first, which
+turns float64 scores closer than float32 precision into ties).
+
+Kept from the reference: NDCG's ideal DCG re-sorts the retrieved top-K labels, not all labels, and
+is 0 (giving NDCG 0) where no relevant item was retrieved; graded labels make precision and
+average precision exceed 1; ``compute()`` averages over rows, not over batches.
+
+Beyond the reference: bad ``top_ks``, shapes and target ids raise ``ValueError`` (the reference fails
+inside ``torch.topk`` or ``scatter``, or not at all); the target-id range check reads a flag back to
+the host, except under ``torch.compile`` and CUDA-graph capture.
+"""
+from __future__ import annotations
+
+import operator
+from typing import NamedTuple, Optional
+
+import torch
+import torchmetrics as tm
+from torchmetrics.utilities.data import dim_zero_cat
+
+from . import ops
+from .masking import _data_checks_enabled
+from .reference import ranking as rules
+from .registry import ClassRegistry
+
+ranking_metrics_registry = ClassRegistry("torch.ranking_metrics")
+
+DEFAULT_TOP_KS = (2, 5)
+# Ranking M relevant items costs about M passes over a row (O(V·M)); sorting it costs O(V log V), so
+# a batch whose busiest row has more relevant items than this is sorted instead.
+MAX_RANKED_RELEVANT = 64
+
+
+class RankedLabels(NamedTuple):
+    """What the formulas need from one batch."""
+
+    topk: torch.Tensor  # (N, K) labels of each row's top-K items, best first, labels' dtype
+    num_relevant: torch.Tensor  # (N,) sum of each row's labels
+    every_row_relevant: bool  # every num_relevant is known to be non-zero
+    ideal: Optional[torch.Tensor]  # (N, K) topk re-sorted by label (NDCG only)
+
+
+def normalize_top_ks(top_ks, num_items: int) -> list:
+    """``top_ks`` as a list of ints in [1, num_items]; a single int is one cutoff."""
+    if isinstance(top_ks, torch.Tensor):
+        top_ks = top_ks.tolist()
+    if not isinstance(top_ks, (list, tuple)):
+        top_ks = [top_ks]
+    if len(top_ks) == 0:
+        raise ValueError("top_ks must hold at least one cutoff, got an empty list")
+    cutoffs = []
+    for k in top_ks:
+        if isinstance(k, bool):
+            raise ValueError(f"top_ks must be positive ints, got {top_ks!r}")
+        try:
+            cutoffs.append(operator.index(k))
+        except TypeError:
+            raise ValueError(f"top_ks must be positive ints, got {top_ks!r}") from None
+    if min(cutoffs) < 1:
+        raise ValueError(f"top_ks must be positive ints, got {top_ks!r}")
+    if max(cutoffs) > num_items:
+        raise ValueError(f"top_ks must not exceed the number of items ({num_items}), got {top_ks!r}")
+    return cutoffs
+
+
+def _scatter_ranked(ranks: torch.Tensor, values: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, k) tensor holding ``values[n, m]`` at column ``ranks[n, m]`` where that rank is in [0, k)."""
+    column = torch.where((ranks >= 0) & (ranks < k), ranks, k)  # column k collects the rest
+    out = torch.zeros(ranks.shape[0], k + 1, dtype=values.dtype, device=values.device)
+    return out.scatter_(1, column, values)[:, :k].contiguous()
+
+
+def _sorted_by_label(topk: torch.Tensor) -> torch.Tensor:
+    """``rules.ideal_labels`` without a sort: each label's place from ``target_ranks`` on the labels."""
+    keys = topk if topk.is_floating_point() else topk.to(torch.float64)
+    slots = torch.arange(topk.shape[1], device=topk.device).expand(topk.shape)
+    places = ops.target_ranks(keys, slots.contiguous())
+    return torch.empty_like(topk).scatter_(1, places, topk)
+
+
+def rank_item_ids(scores: torch.Tensor, items: torch.Tensor, k: int, need_ideal: bool) -> RankedLabels:
+    """One-hot labels given as item ids ``items`` (N,): float32 labels, as the reference's one-hot."""
+    if not scores.is_floating_point():
+        labels = torch.zeros(scores.shape, dtype=torch.float32, device=scores.device)
+        return rank_dense(scores, labels.scatter_(1, items.unsqueeze(1), 1.0), k, need_ideal)
+    ranks = ops.target_ranks(scores, items.unsqueeze(1))
+    topk = _scatter_ranked(ranks, torch.ones(ranks.shape, dtype=torch.float32, device=scores.device), k)
+    ideal = None
+    if need_ideal:  # at most one 1: re-sorted, it comes first
+        ideal = torch.zeros_like(topk)
+        ideal[:, 0] = (ranks[:, 0] < k).to(torch.float32)
+    num_relevant = torch.ones(scores.shape[0], dtype=torch.float32, device=scores.device)
+    return RankedLabels(topk, num_relevant, True, ideal)
+
+
+def _rank_by_sorting(scores, labels, k, need_ideal, num_relevant) -> RankedLabels:
+    topk = rules.topk_labels(scores, labels, k)
+    return RankedLabels(topk, num_relevant, False, rules.ideal_labels(topk) if need_ideal else None)
+
+
+def rank_dense(scores: torch.Tensor, labels: torch.Tensor, k: int, need_ideal: bool) -> RankedLabels:
+    """Dense labels (N, V) of any dtype; the relevant items are those with label != 0."""
+    num_relevant = torch.sum(labels, dim=-1)
+    if not scores.is_floating_point():
+        return _rank_by_sorting(scores, labels, k, need_ideal, num_relevant)
+    relevant = labels != 0
+    per_row = relevant.sum(dim=1)
+    most = int(per_row.max()) if labels.shape[0] else 0
+    if most > MAX_RANKED_RELEVANT:
+        return _rank_by_sorting(scores, labels, k, need_ideal, num_relevant)
+    if most == 0:
+        topk = torch.zeros(labels.shape[0], k, dtype=labels.dtype, device=labels.device)
+        return RankedLabels(topk, num_relevant, False, topk if need_ideal else None)
+    rows, cols = relevant.nonzero(as_tuple=True)  # row-major: each row's items are contiguous
+    slot = torch.arange(rows.shape[0], device=rows.device) - (per_row.cumsum(0) - per_row)[rows]
+    items = torch.full((labels.shape[0], most), -1, dtype=torch.int64, device=labels.device)
+    items[rows, slot] = cols
+    values = torch.zeros(items.shape, dtype=labels.dtype, device=labels.device)
+    values[rows, slot] = labels[rows, cols]
+    topk = _scatter_ranked(ops.target_ranks(scores, items), values, k)
+    return RankedLabels(topk, num_relevant, False, _sorted_by_label(topk) if need_ideal else None)
+
+
+def _item_ids(target: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """One int64 item id per row of ``scores`` (N, V), checked to lie in [0, V)."""
+    items = target.detach().reshape(-1).to(torch.int64)
+    rows, num_items = scores.shape
+    if items.shape[0] != rows:
+        raise ValueError(
+            f"target must hold one item id per row of preds ({rows}), got shape {tuple(target.shape)}"
+        )
+    if _data_checks_enabled(items, True) and ((items < 0) | (items >= num_items)).any():
+        raise ValueError(f"target item ids must be in [0, {num_items}) for preds with {num_items} items")
+    return items
+
+
+def _dense_labels(target: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """``target`` flattened to (N, V) labels, like ``scores``."""
+    labels = target.detach().reshape(-1, target.shape[-1]) if target.dim() else target
+    if labels.shape != scores.shape:
+        raise ValueError(
+            f"target must be labels of shape (N, V) = {tuple(scores.shape)} once flattened, "
+            f"got shape {tuple(target.shape)}"
+        )
+    return labels
+
+
+class RankingMetric(tm.Metric):
+    """Mean over all rows seen of a ranking metric at each cutoff in ``top_ks``.
+
+    Parameters
+    ----------
+    top_ks : list of int or int, default [2, 5]
+        cutoffs; read at every update, so they may be changed after construction
+    labels_onehot : bool, default False
+        targets are item ids (one per row) instead of dense (N, V) labels; read at every update
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    # The batch value comes from one update on a fresh state, then the states are concatenated.
+    full_state_update = False
+    _needs_ideal = False
+
+    def __init__(self, top_ks=None, labels_onehot=False):
+        super().__init__()
+        if top_ks is None or (not isinstance(top_ks, torch.Tensor) and not top_ks):
+            top_ks = list(DEFAULT_TOP_KS)
+        self.top_ks = top_ks if isinstance(top_ks, (list, tuple, torch.Tensor)) else [top_ks]
+        self.labels_onehot = labels_onehot
+        # Per-row values of every update, one (N, len(top_ks)) float32 tensor each.
+        self.add_state("metric_mean", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, **kwargs):  # type: ignore
+        if preds.dim() not in (2, 3):
+            raise ValueError(f"preds must be (N, V) or (B, L, V) scores, got shape {tuple(preds.shape)}")
+        num_items = preds.shape[-1]
+        ks = normalize_top_ks(self.top_ks, num_items)
+        scores = preds.detach().reshape(-1, num_items)
+        if self.labels_onehot:
+            ranked = rank_item_ids(scores, _item_ids(target, scores), max(ks), self._needs_ideal)
+        else:
+            ranked = rank_dense(scores, _dense_labels(target, scores), max(ks), self._needs_ideal)
+        self.metric_mean.append(self._from_ranked(ks, ranked))  # type: ignore
+
+    def compute(self):
+        return dim_zero_cat(self.metric_mean).mean(0)
+
+    def _metric(self, ks, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-row values (N, len(ks)) for scores and dense labels (N, V), as the reference's ``_metric``."""
+        if scores.dim() != 2 or labels.dim() != 2 or scores.shape != labels.shape:
+            raise ValueError(
+                "scores and labels must be 2-D tensors of the same shape, "
+                f"got {tuple(scores.shape)} and {tuple(labels.shape)}"
+            )
+        ks = normalize_top_ks(ks, scores.shape[1])
+        return self._from_ranked(ks, rank_dense(scores.detach(), labels, max(ks), self._needs_ideal))
+
+    def _from_ranked(self, ks, ranked: RankedLabels) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@ranking_metrics_registry.register_with_multiple_names("precision_at", "precision")
+class PrecisionAt(RankingMetric):
+    def _from_ranked(self, ks, ranked):
+        return rules.precision_at(ks, ranked.topk)
+
+
+@ranking_metrics_registry.register_with_multiple_names("recall_at", "recall")
+class RecallAt(RankingMetric):
+    def _from_ranked(self, ks, ranked):
+        return rules.recall_at(ks, ranked.topk, ranked.num_relevant, ranked.every_row_relevant)
+
+
+@ranking_metrics_registry.register_with_multiple_names("avg_precision_at", "avg_precision", "map")
+class AvgPrecisionAt(RankingMetric):
+    def _from_ranked(self, ks, ranked):
+        return rules.avg_precision_at(ks, ranked.topk, ranked.num_relevant)
+
+
+@ranking_metrics_registry.register_with_multiple_names("dcg_at", "dcg")
+class DCGAt(RankingMetric):
+    def _from_ranked(self, ks, ranked):
+        return rules.dcg_at(ks, ranked.topk)
+
+
+@ranking_metrics_registry.register_with_multiple_names("ndcg_at", "ndcg")
+class NDCGAt(RankingMetric):
+    _needs_ideal = True
+
+    def _from_ranked(self, ks, ranked):
+        return rules.ndcg_at(ks, ranked.topk, ranked.ideal)
+
+
+@ranking_metrics_registry.register_with_multiple_names("mrr_at", "mrr")
+class MeanReciprocalRankAt(RankingMetric):
+    def _from_ranked(self, ks, ranked):
+        return rules.reciprocal_rank_at(ks, ranked.topk)
+
+
+# The misspelt name Transformers4Rec used for this class in its early releases.
+MeanRecipricolRankAt = MeanReciprocalRankAt
+
+__all__ = [
+    "RankingMetric",
+    "PrecisionAt",
+    "RecallAt",
+    "AvgPrecisionAt",
+    "DCGAt",
+    "NDCGAt",
+    "MeanReciprocalRankAt",
+    "MeanRecipricolRankAt",
+    "ranking_metrics_registry",
+]

@@ -1,0 +1,559 @@
+"""fastmask.ranking_metric: the fast top-k path against the sorting reference, bit for bit; hand-made
+cases; torchmetrics behaviour; validation; and proof that the fast path neither sorts nor builds an
+(N, V) float tensor."""
+import importlib
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+import fastmask
+from fastmask import ops
+from fastmask import ranking_metric as rm
+from fastmask.reference import ranking as rules
+
+METRICS = {
+    "precision": rm.PrecisionAt,
+    "recall": rm.RecallAt,
+    "avg_precision": rm.AvgPrecisionAt,
+    "dcg": rm.DCGAt,
+    "ndcg": rm.NDCGAt,
+    "mrr": rm.MeanReciprocalRankAt,
+}
+
+
+def reference_rows(name, ks, scores, labels):
+    """Per-row values from the sorting reference on dense (N, V) labels."""
+    topk = rules.topk_labels(scores, labels, max(ks))
+    num_relevant = labels.sum(-1)
+    return {
+        "precision": lambda: rules.precision_at(ks, topk),
+        "recall": lambda: rules.recall_at(ks, topk, num_relevant),
+        "avg_precision": lambda: rules.avg_precision_at(ks, topk, num_relevant),
+        "dcg": lambda: rules.dcg_at(ks, topk),
+        "ndcg": lambda: rules.ndcg_at(ks, topk, rules.ideal_labels(topk)),
+        "mrr": lambda: rules.reciprocal_rank_at(ks, topk),
+    }[name]()
+
+
+def one_hot(items, num_items):
+    """The reference's one-hot labels: float32 (N, V)."""
+    return torch.zeros(items.shape[0], num_items).scatter_(1, items.unsqueeze(1), 1.0)
+
+
+def batch_rows(metric, preds, target):
+    """Per-row values of one update."""
+    metric.reset()
+    metric.update(preds, target)
+    (rows,) = metric.metric_mean
+    return rows
+
+
+def make_scores(shape, kind, dtype, gen):
+    if kind == "random":
+        return torch.randn(shape, generator=gen).to(dtype)
+    return torch.randint(0, 4, shape, generator=gen).to(dtype)  # many ties
+
+
+def cutoffs(num_items):
+    return sorted({1, max(1, num_items // 2), num_items})
+
+
+SHAPES = [(1, 1), (1, 7), (5, 13), (17, 64), (33, 257), (0, 9)]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+
+
+def _backends_with_target_ranks():
+    names = []
+    for name in fastmask.backends():
+        if name == "reference":
+            names.append(name)
+        elif name in ("cpp", "cuda") and hasattr(torch.ops.fastmask_C, "target_ranks"):
+            names.append(name)
+        elif name == "triton" and hasattr(importlib.import_module("fastmask.triton_kernels"), "target_ranks"):
+            names.append(name)
+    return names
+
+
+# --- fast path == reference, bit for bit -----------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("kind", ["random", "tied"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_item_ids_match_reference(shape, kind, dtype):
+    gen = torch.Generator().manual_seed(hash((shape, kind, str(dtype))) % 2**31)
+    scores = make_scores(shape, kind, dtype, gen)
+    items = torch.randint(0, shape[1], (shape[0],), generator=gen)
+    ks = cutoffs(shape[1])
+    ranked = rm.rank_item_ids(scores, items, max(ks), need_ideal=True)
+    assert torch.equal(ranked.topk, rules.topk_labels(scores, one_hot(items, shape[1]), max(ks)))
+    for name, cls in METRICS.items():
+        got = batch_rows(cls(ks, labels_onehot=True), scores, items)
+        expected = reference_rows(name, ks, scores, one_hot(items, shape[1]))
+        assert got.dtype == torch.float32 and got.shape == (shape[0], len(ks))
+        assert torch.equal(got, expected), name
+
+
+def _dense_labels(shape, label_kind, gen):
+    relevant = torch.rand(shape, generator=gen) < 0.15
+    if shape[0] > 1:
+        relevant[0] = False  # a row with no relevant item
+    if label_kind == "binary_int":
+        return relevant.to(torch.int64)
+    if label_kind == "fraction":
+        return relevant * torch.rand(shape, generator=gen)
+    if label_kind == "signed_float64":  # non-binary values, some negative
+        return relevant * torch.randn(shape, generator=gen, dtype=torch.float64)
+    if label_kind == "counts":
+        return relevant * torch.randint(1, 5, shape, generator=gen)
+    return relevant  # bool
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("kind", ["random", "tied"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("label_kind", ["binary_int", "fraction", "signed_float64", "counts", "bool"])
+def test_dense_labels_match_reference(shape, kind, dtype, label_kind):
+    gen = torch.Generator().manual_seed(hash((shape, kind, str(dtype), label_kind)) % 2**31)
+    scores = make_scores(shape, kind, dtype, gen)
+    labels = _dense_labels(shape, label_kind, gen)
+    ks = cutoffs(shape[1])
+    ranked = rm.rank_dense(scores, labels, max(ks), need_ideal=True)
+    topk = rules.topk_labels(scores, labels, max(ks))
+    assert torch.equal(ranked.topk, topk) and ranked.topk.dtype == labels.dtype
+    assert torch.equal(ranked.ideal, rules.ideal_labels(topk))
+    for name, cls in METRICS.items():
+        got = batch_rows(cls(ks), scores, labels)
+        assert torch.equal(got, reference_rows(name, ks, scores, labels)), name
+
+
+def test_many_relevant_items_fall_back_to_sorting(monkeypatch):
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 5, (6, 40), generator=gen).float()
+    labels = (torch.rand(6, 40, generator=gen) < 0.5).float() * torch.rand(6, 40, generator=gen)
+    ks = [1, 4, 40]
+    calls = []
+    real = ops.target_ranks
+    monkeypatch.setattr(ops, "target_ranks", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(rm, "MAX_RANKED_RELEVANT", int((labels != 0).sum(1).max()) - 1)
+    for name, cls in METRICS.items():
+        assert torch.equal(batch_rows(cls(ks), scores, labels), reference_rows(name, ks, scores, labels))
+    assert calls == []  # every row went through the sort
+    monkeypatch.setattr(rm, "MAX_RANKED_RELEVANT", 40)
+    for name, cls in METRICS.items():
+        assert torch.equal(batch_rows(cls(ks), scores, labels), reference_rows(name, ks, scores, labels))
+    assert len(calls) == len(METRICS) + 1  # one ranking per metric, one more for NDCG's ideal
+
+
+@pytest.mark.parametrize("labels_onehot", [True, False])
+def test_integer_scores_are_ranked_like_the_reference(labels_onehot):
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randint(-3, 3, (9, 11), generator=gen)
+    items = torch.randint(0, 11, (9,), generator=gen)
+    labels = one_hot(items, 11) if labels_onehot else _dense_labels((9, 11), "counts", gen)
+    for name, cls in METRICS.items():
+        got = batch_rows(cls([1, 3, 11], labels_onehot), scores, items if labels_onehot else labels)
+        assert torch.equal(got, reference_rows(name, [1, 3, 11], scores, labels)), name
+
+
+@pytest.mark.parametrize("labels_onehot", [True, False])
+def test_nan_scores_rank_first(labels_onehot):
+    nan = float("nan")
+    scores = torch.tensor([[0.5, nan, 2.0, nan, 1.0], [1.0, 1.0, nan, 3.0, 0.0]])
+    items = torch.tensor([3, 3])
+    labels = one_hot(items, 5)
+    # row 0: order 1(NaN), 3(NaN), 2, 4, 0 -> item 3 second; row 1: 2(NaN), 3 -> item 3 second
+    if labels_onehot:
+        ranked = rm.rank_item_ids(scores, items, 5, need_ideal=True)
+    else:
+        ranked = rm.rank_dense(scores, labels, 5, need_ideal=True)
+    assert ranked.topk.tolist() == [[0, 1, 0, 0, 0], [0, 1, 0, 0, 0]]
+    for name, cls in METRICS.items():
+        got = batch_rows(cls([1, 2, 5], labels_onehot), scores, items if labels_onehot else labels)
+        assert torch.equal(got, reference_rows(name, [1, 2, 5], scores, labels)), name
+
+
+@pytest.mark.parametrize("backend", _backends_with_target_ranks())
+def test_every_target_ranks_backend_gives_the_same_rows(backend):
+    gen = torch.Generator().manual_seed(11)
+    scores = torch.randint(0, 6, (7, 31), generator=gen).float()
+    items = torch.randint(0, 31, (7,), generator=gen)
+    labels = _dense_labels((7, 31), "fraction", gen)
+    with fastmask.use_backend(backend):
+        for name, cls in METRICS.items():
+            assert torch.equal(batch_rows(cls([1, 5, 31], True), scores, items),
+                               reference_rows(name, [1, 5, 31], scores, one_hot(items, 31)))
+            assert torch.equal(batch_rows(cls([1, 5, 31]), scores, labels),
+                               reference_rows(name, [1, 5, 31], scores, labels))
+
+
+# --- hand-computed cases ---------------------------------------------------------------------
+
+# Ties in every row; stable order by score then column: 4, 3, 5, 2, 6, 1, 7, 0, 8 (1-based ranks).
+TIED_SCORES = torch.tensor([[1, 2, 3, 4, 5, 4, 3, 2, 1]] * 3)
+TIED_TARGETS = torch.tensor([7, 5, 4])  # ranks 7, 3, 1
+TIED_LABELS = one_hot(TIED_TARGETS, 9).long()
+T = 1 / 3
+TIED_EXPECTED = {  # per row, at k = 1, 2, 3, 4
+    "precision": [[0, 0, 0, 0], [0, 0, T, 1 / 4], [1, 1 / 2, T, 1 / 4]],
+    "recall": [[0, 0, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1]],
+    "avg_precision": [[0, 0, 0, 0], [0, 0, T, T], [1, 1, 1, 1]],
+    "dcg": [[0, 0, 0, 0], [0, 0, 1 / 2, 1 / 2], [1, 1, 1, 1]],
+    # the ideal DCG comes from the top-4 labels re-sorted, so row 1's ideal at k = 1 is 1 already
+    "ndcg": [[0, 0, 0, 0], [0, 0, 1 / 2, 1 / 2], [1, 1, 1, 1]],
+    "mrr": [[0, 0, 0, 0], [0, 0, T, T], [1, 1, 1, 1]],
+}
+
+
+@pytest.mark.parametrize("name", METRICS)
+@pytest.mark.parametrize("labels_onehot", [True, False])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float32])
+def test_tied_scores_by_hand(name, labels_onehot, dtype):
+    metric = METRICS[name]([1, 2, 3, 4], labels_onehot)
+    target = TIED_TARGETS if labels_onehot else TIED_LABELS
+    result = metric(TIED_SCORES.to(dtype), target)
+    expected = torch.tensor(TIED_EXPECTED[name], dtype=torch.float32)
+    torch.testing.assert_close(metric.metric_mean[0], expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(result, expected.mean(0), rtol=1e-6, atol=0)
+
+
+def test_reference_unit_test_values():
+    # Transformers4Rec's own expected values for these inputs.
+    mrr = rm.MeanReciprocalRankAt()
+    mrr.top_ks = [1, 2, 3, 4]
+    torch.testing.assert_close(mrr(TIED_SCORES, TIED_LABELS), torch.tensor([T, T, 4 / 9, 4 / 9]))
+    recall = rm.RecallAt([1, 2, 3, 4])
+    torch.testing.assert_close(recall(TIED_SCORES, TIED_LABELS), torch.tensor([T, T, 2 * T, 2 * T]))
+    for cutoff in (4, [4]):
+        torch.testing.assert_close(rm.RecallAt(cutoff)(TIED_SCORES, TIED_LABELS), torch.tensor(2 * T))
+    scores_3d = TIED_SCORES[:2].reshape(1, 2, 9).expand(2, 2, 9)
+    labels_3d = one_hot(torch.tensor([7, 5, 4, 5]), 9).long().reshape(2, 2, 9)
+    recall.reset()
+    torch.testing.assert_close(recall(scores_3d, labels_3d), torch.tensor([0.25, 0.25, 0.75, 0.75]))
+    # batch size 1 (Transformers4Rec #778)
+    single_row = rm.RecallAt()._metric([1, 2], torch.tensor([[1, 2, 3]]), torch.tensor([[0, 1, 0]]))
+    assert single_row.tolist() == [[0.0, 1.0]]
+
+
+LOG2_3 = np.log2(3.0)
+LOG2_6 = np.log2(6.0)
+MULTI_EXPECTED = {  # scores 5..1, labels [1, 0, 1, 0, 1], k = 1, 3, 5; three relevant items
+    "precision": [1, 2 / 3, 3 / 5],
+    "recall": [1 / 3, 2 / 3, 1],
+    "avg_precision": [1, (1 + 2 / 3) / 3, (1 + 2 / 3 + 3 / 5) / 3],
+    "dcg": [1, 1 + 1 / 2, 1 + 1 / 2 + 1 / LOG2_6],
+    "ndcg": [1, 1.5 / (1 + 1 / LOG2_3 + 1 / 2), (1.5 + 1 / LOG2_6) / (1 + 1 / LOG2_3 + 1 / 2)],
+    "mrr": [1, 1, 1],
+}
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_multi_hot_by_hand(name):
+    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])
+    labels = torch.tensor([[1.0, 0.0, 1.0, 0.0, 1.0]])
+    result = METRICS[name]([1, 3, 5])(scores, labels)
+    expected = torch.tensor(MULTI_EXPECTED[name], dtype=torch.float32)
+    torch.testing.assert_close(result, expected, rtol=1e-6, atol=0)
+
+
+def test_ndcg_ideal_uses_only_the_retrieved_labels():
+    # Two relevant items, only one in the top 2: the ideal is [1, 0], not [1, 1].
+    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])
+    labels = torch.tensor([[0.0, 1.0, 0.0, 0.0, 1.0]])
+    torch.testing.assert_close(rm.NDCGAt([2])(scores, labels), torch.tensor(1 / LOG2_3, dtype=torch.float32))
+
+
+def test_graded_labels_by_hand():
+    scores = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
+    labels = torch.tensor([[0.0, 2.0, 0.0, 3.0]])  # at ranks 2 and 4; R = 5; P@2 = 1, P@4 = 5/4
+    dcg = 2 / LOG2_3 + 3 / np.log2(5.0)
+    expected = {"recall": 1.0, "precision": 5 / 4, "dcg": dcg, "ndcg": dcg / (3 + 2 / LOG2_3),
+                "mrr": 1.0, "avg_precision": (2 * 1 + 3 * 5 / 4) / 4}
+    for name, value in expected.items():
+        result = METRICS[name]([4])(scores, labels)
+        torch.testing.assert_close(result, torch.tensor(value, dtype=torch.float32))
+
+
+# --- torchmetrics behaviour ------------------------------------------------------------------
+
+
+def _batches(gen, n, num_items=20):
+    sizes = [4 + i for i in range(n)]
+    return [(torch.randn(size, num_items, generator=gen), torch.randint(0, num_items, (size,), generator=gen))
+            for size in sizes]
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_update_compute_reset_and_forward(name):
+    gen = torch.Generator().manual_seed(7)
+    batches = _batches(gen, 3)
+    ks = [1, 5]
+    rows = [reference_rows(name, ks, p, one_hot(t, 20)) for p, t in batches]
+    metric = METRICS[name](ks, labels_onehot=True)
+    for (preds, target), expected in zip(batches, rows):
+        assert torch.equal(metric(preds, target), expected.mean(0))  # forward: this batch only
+    assert len(metric.metric_mean) == 3
+    assert torch.equal(metric.compute(), torch.cat(rows).mean(0))  # mean over every row seen
+    metric.reset()
+    assert metric.metric_mean == []
+    metric.update(*batches[2])
+    assert torch.equal(metric.compute(), rows[2].mean(0))
+    metric.update(*batches[0])
+    assert torch.equal(metric.compute(), torch.cat([rows[2], rows[0]]).mean(0))
+
+
+def test_states_merge_by_concatenation():
+    gen = torch.Generator().manual_seed(8)
+    (p1, t1), (p2, t2) = _batches(gen, 2)
+    first, second = rm.NDCGAt([2, 5], True), rm.NDCGAt([2, 5], True)
+    first.update(p1, t1)
+    second.update(p2, t2)
+    first.merge_state(second)
+    expected = torch.cat([reference_rows("ndcg", [2, 5], p, one_hot(t, 20)) for p, t in ((p1, t1), (p2, t2))])
+    assert torch.equal(first.compute(), expected.mean(0))
+
+
+def test_registry_gives_fresh_default_instances():
+    names = ["precision_at", "precision", "recall_at", "recall", "avg_precision_at", "avg_precision", "map",
+             "dcg_at", "dcg", "ndcg_at", "ndcg", "mrr_at", "mrr"]
+    assert list(rm.ranking_metrics_registry.keys()) == names
+    for name in names:
+        first, second = rm.ranking_metrics_registry[name], rm.ranking_metrics_registry[name]
+        assert first is not second and type(first) is type(second)
+        assert first.top_ks == [2, 5] and first.labels_onehot is False
+        assert rm.ranking_metrics_registry.parse(name).__class__ is type(first)
+    assert type(rm.ranking_metrics_registry["map"]) is rm.AvgPrecisionAt
+    assert rm.ranking_metrics_registry.parse(rm.NDCGAt) is rm.NDCGAt
+    with pytest.raises(KeyError):
+        rm.ranking_metrics_registry["hit_rate"]
+    with pytest.raises(KeyError):
+        rm.ranking_metrics_registry.register_with_multiple_names("ndcg")(rm.NDCGAt)
+
+
+def _snake_case(name):  # how Transformers4Rec turns a metric's class name into its log key
+    return re.sub("([a-z0-9])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", name)).lower()
+
+
+def test_class_names_and_log_keys():
+    keys = {cls.__name__: _snake_case(cls.__name__) for cls in METRICS.values()}
+    assert keys == {
+        "PrecisionAt": "precision_at", "RecallAt": "recall_at", "AvgPrecisionAt": "avg_precision_at",
+        "DCGAt": "dcg_at", "NDCGAt": "ndcg_at", "MeanReciprocalRankAt": "mean_reciprocal_rank_at",
+    }
+    assert rm.MeanRecipricolRankAt is rm.MeanReciprocalRankAt
+    assert all(issubclass(cls, rm.RankingMetric) for cls in METRICS.values())
+
+
+def test_constructor_defaults_and_scalar_cutoff():
+    assert rm.RecallAt().top_ks == [2, 5] and rm.RecallAt([]).top_ks == [2, 5]
+    assert rm.RecallAt(3).top_ks == [3]
+    assert rm.RecallAt(labels_onehot=True).labels_onehot is True
+
+
+@pytest.mark.parametrize("registry_name", ["ndcg", "recall", "map", "mrr"])
+def test_attributes_set_after_construction_take_effect(registry_name):
+    gen = torch.Generator().manual_seed(9)
+    scores = torch.randn(10, 30, generator=gen)
+    items = torch.randint(0, 30, (10,), generator=gen)
+    metric = rm.ranking_metrics_registry[registry_name]
+    metric.top_ks = [1, 3, 10]
+    metric.labels_onehot = True
+    result = metric(scores, items)
+    name = {"ndcg": "ndcg", "recall": "recall", "map": "avg_precision", "mrr": "mrr"}[registry_name]
+    assert torch.equal(result, reference_rows(name, [1, 3, 10], scores, one_hot(items, 30)).mean(0))
+    metric.top_ks = 7  # a bare int is one cutoff
+    assert metric(scores, items).shape == ()
+
+
+@pytest.mark.parametrize("labels_onehot", [True, False])
+def test_three_dimensional_inputs_are_flattened(labels_onehot):
+    gen = torch.Generator().manual_seed(10)
+    preds = torch.randn(3, 4, 15, generator=gen)
+    items = torch.randint(0, 15, (3, 4), generator=gen)
+    target = items if labels_onehot else one_hot(items.reshape(-1), 15).reshape(3, 4, 15)
+    flat_target = items.reshape(-1) if labels_onehot else target.reshape(12, 15)
+    for cls in METRICS.values():
+        assert torch.equal(batch_rows(cls([2, 5], labels_onehot), preds, target),
+                           batch_rows(cls([2, 5], labels_onehot), preds.reshape(12, 15), flat_target))
+
+
+def test_inputs_are_left_untouched_and_may_be_views_or_need_grad():
+    gen = torch.Generator().manual_seed(12)
+    base = torch.randn(15, 8, generator=gen, requires_grad=True)
+    preds = base.t()  # non-contiguous
+    labels = _dense_labels((8, 15), "fraction", gen)
+    items = torch.randint(0, 15, (8,), generator=gen)
+    before = (preds.detach().clone(), labels.clone(), items.clone())
+    for name, cls in METRICS.items():
+        expected = reference_rows(name, [3], preds.detach(), labels)
+        assert torch.equal(batch_rows(cls([3]), preds, labels), expected)
+        batch_rows(cls([3], True), preds, items)
+    assert all(torch.equal(a, b) for a, b in zip(before, (preds.detach(), labels, items)))
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("top_ks", [[0], [-1, 2], [11], [2, 1.5], [True], ["3"]])
+def test_bad_top_ks(top_ks):
+    metric = rm.NDCGAt(labels_onehot=True)
+    metric.top_ks = top_ks
+    with pytest.raises(ValueError, match="top_ks"):
+        metric.update(torch.randn(4, 10), torch.zeros(4, dtype=torch.long))
+
+
+def test_empty_top_ks_set_after_construction():
+    metric = rm.RecallAt()
+    metric.top_ks = []
+    with pytest.raises(ValueError, match="top_ks"):
+        metric.update(torch.randn(4, 10), torch.zeros(4, 10))
+
+
+@pytest.mark.parametrize("preds_shape", [(10,), (2, 2, 2, 10)])
+def test_bad_preds_rank(preds_shape):
+    with pytest.raises(ValueError, match="preds"):
+        rm.RecallAt([1]).update(torch.randn(preds_shape), torch.zeros(preds_shape))
+
+
+@pytest.mark.parametrize("labels_onehot,target", [
+    (False, torch.zeros(4, 9)), (False, torch.zeros(40)), (False, torch.tensor(1.0)),
+    (True, torch.zeros(5, dtype=torch.long)), (True, torch.tensor([0, 1, 10, 2])),
+    (True, torch.tensor([0, -1, 3, 2])),
+])
+def test_bad_target(labels_onehot, target):
+    with pytest.raises(ValueError, match="target"):
+        rm.RecallAt([1], labels_onehot).update(torch.randn(4, 10), target)
+
+
+def test_bad_metric_inputs():
+    with pytest.raises(ValueError, match="same shape"):
+        rm.RecallAt()._metric([1], torch.randn(3, 4), torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="top_ks"):
+        rm.RecallAt()._metric([], torch.randn(3, 4), torch.zeros(3, 4))
+
+
+# --- the fast path neither sorts nor builds (N, V) float tensors -----------------------------
+
+
+def counting_ranks(scores, items):
+    """``target_ranks`` by counting, in numpy: the stable descending order without any sort."""
+    values = scores.detach().to(torch.float64).numpy()
+    wanted = items.numpy()
+    ranks = np.full(wanted.shape, -1, dtype=np.int64)
+    nans = np.isnan(values)
+    for row, column in zip(*np.nonzero(wanted >= 0)):
+        item = wanted[row, column]
+        if nans[row, item]:  # behind the NaNs of lower columns only
+            ranks[row, column] = nans[row, :item].sum()
+        else:  # behind every NaN, every larger score, and equal scores of lower columns
+            value = values[row, item]
+            ahead = (values[row] > value).sum() + (values[row, :item] == value).sum()
+            ranks[row, column] = nans[row].sum() + ahead
+    return torch.from_numpy(ranks)
+
+
+def test_counting_ranks_is_target_ranks():
+    gen = torch.Generator().manual_seed(13)
+    scores = torch.randint(0, 4, (6, 25), generator=gen).float()
+    scores[1, 3] = scores[2, 0] = scores[2, 7] = float("nan")
+    items = torch.randint(-1, 25, (6, 9), generator=gen)
+    assert torch.equal(counting_ranks(scores, items), ops.target_ranks(scores, items))
+
+
+def _storages(tree):
+    return {t.untyped_storage().data_ptr() for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)}
+
+
+class _Recorder(TorchDispatchMode):
+    """Every aten op run, and the largest new tensor (not a view of an input) any of them made."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.largest_float, self.largest, self.paused = set(), 0, 0, False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not self.paused:
+            self.ops.add(func.overloadpacket.__name__)
+            inputs = _storages((args, kwargs))
+            for tensor in tree_flatten(out)[0]:
+                if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in inputs:
+                    self.largest = max(self.largest, tensor.numel())
+                    if tensor.is_floating_point():
+                        self.largest_float = max(self.largest_float, tensor.numel())
+        return out
+
+
+def _forbid_sorting(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fast path must not sort")
+
+    for owner in (torch, torch.Tensor):
+        for fn in ("sort", "topk", "argsort", "msort"):
+            if hasattr(owner, fn):
+                monkeypatch.setattr(owner, fn, refuse)
+    monkeypatch.setattr(torch.nn.functional, "one_hot", refuse)
+
+
+def _record(monkeypatch, metric, preds, target):
+    recorder = _Recorder()
+
+    def ranks_without_recording(scores, items):
+        recorder.paused = True
+        try:
+            return counting_ranks(scores, items)
+        finally:
+            recorder.paused = False
+
+    monkeypatch.setattr(ops, "target_ranks", ranks_without_recording)
+    with recorder:
+        metric.update(preds, target)
+    return recorder
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_item_id_path_neither_sorts_nor_allocates_n_by_v(monkeypatch, name):
+    gen = torch.Generator().manual_seed(14)
+    rows, num_items, ks = 8, 500, [1, 10, 20]
+    preds = torch.randint(0, 50, (rows, num_items), generator=gen).float()
+    items = torch.randint(0, num_items, (rows,), generator=gen)
+    expected = reference_rows(name, ks, preds, one_hot(items, num_items))
+    _forbid_sorting(monkeypatch)
+    metric = METRICS[name](ks, labels_onehot=True)
+    recorder = _record(monkeypatch, metric, preds, items)
+    assert torch.equal(metric.metric_mean[0], expected)
+    assert not recorder.ops & {"sort", "topk", "argsort", "one_hot"}
+    assert recorder.largest < rows * num_items // 4  # nothing near (N, V), of any dtype
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_dense_label_path_neither_sorts_nor_allocates_float_n_by_v(monkeypatch, name):
+    gen = torch.Generator().manual_seed(15)
+    rows, num_items, ks = 8, 500, [1, 10, 20]
+    preds = torch.randint(0, 50, (rows, num_items), generator=gen).float()
+    labels = (torch.rand(rows, num_items, generator=gen) < 0.05) * torch.rand(rows, num_items, generator=gen)
+    assert 0 < int((labels != 0).sum(1).max()) <= rm.MAX_RANKED_RELEVANT
+    expected = reference_rows(name, ks, preds, labels)
+    _forbid_sorting(monkeypatch)
+    metric = METRICS[name](ks)
+    recorder = _record(monkeypatch, metric, preds, labels)
+    assert torch.equal(metric.metric_mean[0], expected)
+    assert not recorder.ops & {"sort", "topk", "argsort", "one_hot"}
+    assert recorder.largest_float < rows * num_items // 4  # only the (N, V) relevance mask is bool
+
+
+def test_recorder_sees_the_sorting_reference():
+    # The checks above can fail: the sorting path trips both.
+    preds, labels = torch.randn(8, 500), torch.rand(8, 500)
+    recorder = _Recorder()
+    with recorder:
+        rm.rank_dense(preds.to(torch.int64), labels, 20, need_ideal=True)
+    assert "sort" in recorder.ops and recorder.largest >= 8 * 500
+    recorder = _Recorder()
+    with recorder:
+        rules.topk_labels(preds, one_hot(torch.zeros(8, dtype=torch.long), 500), 20)
+    assert recorder.largest_float >= 8 * 500
