@@ -1,0 +1,56 @@
+// Launchers of fastmask's CUDA kernels: raw device pointers, sizes and a stream; no torch types.
+// Each launcher enqueues its kernels on `stream` without synchronising the host, reads the Philox
+// seed from device memory (so CUDA-graph replays draw fresh values) and returns cudaGetLastError().
+// Empty inputs launch nothing. Callers validate arguments (see bindings.cpp).
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace fastmask {
+namespace cuda {
+
+enum class ItemType { kUInt8, kInt8, kInt16, kInt32, kInt64 };
+enum class FloatType { kFloat32, kFloat16, kBFloat16, kFloat64 };
+
+// Span lengths 1..max_span_length and their context lengths, passed by value to the kernel so
+// nothing is copied from the host at launch time (graph-capture safe).
+constexpr int64_t kMaxSpanLength = 256;
+struct PlmSpanTable {
+  int64_t max_span_length;
+  int64_t context_lengths[kMaxSpanLength + 1];  // entry s: context of a span of length s
+};
+
+// mask (B, L) bool. threshold <= 2^32.
+cudaError_t launch_mlm_mask(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
+                            int64_t padding_idx, const int64_t* seed, uint64_t threshold, bool* mask,
+                            cudaStream_t stream);
+
+// mask (B, L) bool; perm_mask and target_mapping (B, L, L) float32, each element written once.
+// Needs 1 <= max_span_length <= kMaxSpanLength and s <= context_lengths[s] < 2^31.
+cudaError_t launch_plm_train_masks(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
+                                   int64_t padding_idx, const int64_t* seed, const PlmSpanTable& spans,
+                                   bool permute_all, bool* mask, float* perm_mask, float* target_mapping,
+                                   cudaStream_t stream);
+
+// perm_mask (B, L, L) int64.
+cudaError_t launch_plm_eval_perm_mask(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
+                                      int64_t padding_idx, int64_t* perm_mask, cudaStream_t stream);
+
+// How many blocks share one row's vocabulary: more than 1 only when rows are too few to fill the GPU.
+int64_t gumbel_argmax_splits(int64_t rows, int64_t vocab, int multiprocessors);
+
+// samples (P,) int64. With splits > 1, partial_values/partial_indices hold rows * splits entries.
+cudaError_t launch_gumbel_argmax(const void* logits, FloatType logits_type, int64_t rows, int64_t vocab,
+                                 const int64_t* seed, int64_t splits, float* partial_values,
+                                 int64_t* partial_indices, int64_t* samples, cudaStream_t stream);
+
+int64_t target_ranks_splits(int64_t rows, int64_t vocab, int multiprocessors);
+
+// ranks (N, M) int64 from scores (N, V) and items (N, M); -1 for items outside [0, V).
+cudaError_t launch_target_ranks(const void* scores, FloatType scores_type, int64_t rows, int64_t vocab,
+                                const int64_t* items, int64_t targets_per_row, int64_t splits, int64_t* ranks,
+                                cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace fastmask
