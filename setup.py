@@ -74,6 +74,7 @@ setup(
         "test": ["pytest", "hypothesis", "pytest-benchmark", "triton", "expecttest"],
         "bench": ["pytest-benchmark", "tqdm", "matplotlib"],
     },
+    entry_points={"console_scripts": ["fastmask-bench = fastmask.bench:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -1,0 +1,64 @@
+"""Benchmarks of every drop-in masking class, train and eval, per backend and against T4Rec."""
+import pytest
+import torch
+
+from fastmask import masking
+from fastmask.bench import T4REC, make_item_ids
+
+CLASSES = [
+    "CausalLanguageModeling",
+    "MaskedLanguageModeling",
+    "PermutationLanguageModeling",
+    "ReplacementLanguageModeling",
+]
+FAKE_TOKEN_VOCAB = {"small": 512, "default": 4096}
+
+
+def _module(contender, t4rec, klass, **kwargs):
+    namespace = t4rec.masking if contender == T4REC else masking
+    return getattr(namespace, klass)(hidden_size=64, **kwargs)
+
+
+def _outputs(module):
+    return [getattr(module, name, None) for name in ("mask_schema", "masked_targets", "perm_mask", "target_mapping")]
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("klass", CLASSES)
+def test_compute_masked_targets(
+    run_benchmark, output_bytes, contender, as_contender, t4rec, device, shapes, klass, mode
+):
+    batch, length = shapes["masking"]
+    ids = make_item_ids(batch, length, device)
+    module = _module(contender, t4rec, klass)
+    training = mode == "train"
+
+    def call():
+        return module.compute_masked_targets(ids, training=training, testing=not training)
+
+    with as_contender():
+        call()
+        run_benchmark(
+            call, ids.nbytes + output_bytes(*_outputs(module)),
+            op=f"{klass}.compute_masked_targets", mode=mode, contender=contender, shape=[batch, length],
+        )
+
+
+def test_rtd_get_fake_tokens(run_benchmark, contender, as_contender, t4rec, device, shapes, pytestconfig):
+    batch, length = shapes["masking"]
+    vocab = FAKE_TOKEN_VOCAB[pytestconfig.getoption("--bench-size")]
+    ids = make_item_ids(batch, length, device)
+    targets = masking.MaskedLanguageModeling(hidden_size=64).compute_masked_targets(ids, training=True).targets
+    target_flat = targets.flatten()
+    num_targets = int((target_flat != 0).sum())
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(num_targets, vocab, generator=gen).to(device)
+    module = _module(contender, t4rec, "ReplacementLanguageModeling")
+
+    with as_contender():
+        run_benchmark(
+            lambda: module.get_fake_tokens(ids, target_flat, logits),
+            logits.nbytes + ids.nbytes + target_flat.nbytes + ids.numel() * 9,
+            op="ReplacementLanguageModeling.get_fake_tokens", contender=contender,
+            shape=[batch, length, num_targets, vocab],
+        )
