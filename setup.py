@@ -5,7 +5,7 @@ Environment:
   FASTMASK_SKIP_CUDA=1      build the C++ CPU ops only, even where CUDA is available
   FASTMASK_FORCE_CUDA=1     build the CUDA ops even when torch sees no GPU (needs nvcc + CUDA torch)
   TORCH_CUDA_ARCH_LIST      GPU architectures (default "8.0;9.0+PTX" when no GPU is visible)
-  MAX_JOBS                  parallel compile jobs (default: half the cores, at least 1)
+  MAX_JOBS                  parallel compile jobs (default: one per core, at most one per 2 GiB of memory)
 """
 import glob
 import os
@@ -20,6 +20,16 @@ def _flag(name):
     return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
 
 
+def _default_jobs():
+    jobs = os.cpu_count() or 1
+    try:
+        memory_gib = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+        jobs = min(jobs, int(memory_gib // 2))
+    except (ValueError, OSError, AttributeError):
+        pass
+    return max(1, jobs)
+
+
 def _extensions():
     if _flag("FASTMASK_NO_EXTENSION"):
         return [], {}
@@ -30,8 +40,10 @@ def _extensions():
         print("fastmask: torch is not installed at build time; building without the C++ extension")
         return [], {}
 
-    os.environ.setdefault("MAX_JOBS", str(max(1, (os.cpu_count() or 2) // 2)))
-    cxx_flags = ["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"]
+    os.environ.setdefault("MAX_JOBS", str(_default_jobs()))
+    # No -std: torch's build helpers pick the C++ standard its headers need. -ffp-contract=off keeps
+    # a*b+c unfused so float results match the reference bit for bit.
+    cxx_flags = ["-O3", "-ffp-contract=off", "-fopenmp"]
     sources = sorted(glob.glob("csrc/*.cpp"))
     with_cuda = bool(torch.version.cuda) and cpp_extension.CUDA_HOME is not None and not _flag("FASTMASK_SKIP_CUDA")
     if with_cuda and not (torch.cuda.is_available() or _flag("FASTMASK_FORCE_CUDA")):
@@ -42,7 +54,7 @@ def _extensions():
             sources + sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp")),
             include_dirs=[os.path.abspath("csrc")],
             define_macros=[("FASTMASK_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--fmad=false", "-std=c++17"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--fmad=false"]},
             extra_link_args=["-fopenmp"],
         )
     else:

@@ -21,9 +21,11 @@ def compiled_extension():
     if os.environ.get("FASTMASK_SKIP_EXTENSION") == "1":
         return None
     try:
-        return importlib.import_module("fastmask._C")
+        extension = importlib.import_module("fastmask._C")
     except ImportError:
         return None
+    importlib.import_module("fastmask._compiled")  # fakes of the fastmask_C ops
+    return extension
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,52 @@
+// The CPU kernels behind torch.ops.fastmask_C (schemas in registration.cpp, rules in fastmask/reference).
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <tuple>
+#include <type_traits>
+
+// x86 builds compile AVX2 / F16C paths next to the portable ones and pick one at run time.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FASTMASK_X86_DISPATCH 1
+#endif
+
+namespace fastmask {
+
+at::Tensor mlm_mask_cpu(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t threshold);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> plm_train_masks_cpu(
+    const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t max_span_length,
+    c10::IntArrayRef context_lengths, bool permute_all);
+
+at::Tensor plm_eval_perm_mask_cpu(const at::Tensor& item_ids, int64_t padding_idx);
+
+at::Tensor gumbel_argmax_cpu(const at::Tensor& logits, const at::Tensor& seed);
+
+at::Tensor target_ranks_cpu(const at::Tensor& scores, const at::Tensor& items);
+
+// Rows per at::parallel_for task: about 32k elements of work each, so small inputs stay on one thread.
+inline int64_t grain_rows(int64_t elements_per_row) {
+  return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, elements_per_row));
+}
+
+// float16 -> float32 (exact), with F16C where the CPU has it.
+void half_to_float(const c10::Half* src, float* dst, int64_t n);
+
+// Any floating dtype -> float32, rounding like Tensor.float().
+template <typename scalar_t>
+void to_float(const scalar_t* src, float* dst, int64_t n) {
+  if constexpr (std::is_same_v<scalar_t, c10::Half>) {
+    half_to_float(src, dst, n);
+  } else {
+    for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<float>(src[j]);
+  }
+}
+
+// The 64 bits of a CPU seed tensor (already checked by check_seed) as the Philox key.
+inline uint64_t seed_key_cpu(const at::Tensor& seed) {
+  return static_cast<uint64_t>(seed.reshape({-1})[0].item<int64_t>());
+}
+
+}  // namespace fastmask

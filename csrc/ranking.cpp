@@ -1,0 +1,115 @@
+// CPU target ranks (fastmask/reference/ranking.py) without sorting: the rank of column i is the number
+// of columns j that come before it in stable descending order,
+//   j < i: s_j >= s_i or s_j is NaN;   j > i: s_j > s_i or s_j is NaN;   (s_i NaN: only NaNs at j < i)
+// which float compares give directly (-0.0 == 0.0, every NaN equal). Each row is read once, in
+// L1-sized chunks, counting for all of the row's items per chunk.
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "checks.h"
+#include "cpu_ops.h"
+
+namespace fastmask {
+namespace {
+
+constexpr int64_t kChunk = 4096;
+
+// !(x < t) is x >= t or x NaN; !(x <= t) is x > t or x NaN. Chunks are short enough for 32-bit counts.
+template <typename T>
+uint32_t count_not_below(const T* x, int64_t n, T t) {
+  uint32_t count = 0;
+  for (int64_t j = 0; j < n; ++j) count += !(x[j] < t);
+  return count;
+}
+
+template <typename T>
+uint32_t count_above_or_nan(const T* x, int64_t n, T t) {
+  uint32_t count = 0;
+  for (int64_t j = 0; j < n; ++j) count += !(x[j] <= t);
+  return count;
+}
+
+template <typename T>
+uint32_t count_nan(const T* x, int64_t n) {
+  uint32_t count = 0;
+  for (int64_t j = 0; j < n; ++j) count += x[j] != x[j];
+  return count;
+}
+
+// Columns in [begin, begin + n) (data at x) that come before column `col` with score t.
+template <typename T>
+int64_t count_before(const T* x, int64_t begin, int64_t n, int64_t col, T t) {
+  const int64_t lower = std::clamp<int64_t>(col - begin, 0, n);      // columns < col
+  const int64_t upper = std::clamp<int64_t>(col + 1 - begin, 0, n);  // first column > col
+  if (std::isnan(t)) return count_nan(x, lower);
+  return static_cast<int64_t>(count_not_below(x, lower, t)) + count_above_or_nan(x + upper, n - upper, t);
+}
+
+// float16 / bfloat16 scores compare exactly as float32.
+template <typename scalar_t>
+using compare_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+template <typename scalar_t, typename acc_t = compare_t<scalar_t>>
+void rank_row(const scalar_t* scores, int64_t vocab, const int64_t* items, int64_t num_items, int64_t* ranks,
+              std::vector<acc_t>& targets, std::vector<float>& converted) {
+  for (int64_t m = 0; m < num_items; ++m) {
+    ranks[m] = items[m] < 0 ? -1 : 0;
+    targets[m] = items[m] < 0 ? acc_t{0} : static_cast<acc_t>(scores[items[m]]);
+  }
+  for (int64_t begin = 0; begin < vocab; begin += kChunk) {
+    const int64_t n = std::min(kChunk, vocab - begin);
+    const acc_t* chunk;
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      chunk = scores + begin;
+    } else {
+      to_float(scores + begin, converted.data(), n);
+      chunk = converted.data();
+    }
+    for (int64_t m = 0; m < num_items; ++m) {
+      if (items[m] >= 0) ranks[m] += count_before(chunk, begin, n, items[m], targets[m]);
+    }
+  }
+}
+
+}  // namespace
+
+at::Tensor target_ranks_cpu(const at::Tensor& scores, const at::Tensor& items) {
+  TORCH_CHECK_TYPE(at::isFloatingType(scores.scalar_type()),
+                   "scores must be float32, float16, bfloat16 or float64, got ", scores.scalar_type());
+  TORCH_CHECK_VALUE(scores.dim() == 2, "scores must be 2-D (rows, vocabulary), got shape ", scores.sizes());
+  TORCH_CHECK_TYPE(items.scalar_type() == at::kLong, "items must be an int64 tensor, got ", items.scalar_type());
+  TORCH_CHECK_VALUE(items.dim() == 2 && items.size(0) == scores.size(0),
+                    "items must be 2-D with one row per scores row (", scores.size(0), ", items per row), got shape ",
+                    items.sizes());
+  const at::Tensor values = scores.contiguous();
+  const at::Tensor columns = items.contiguous();
+  const int64_t rows = values.size(0), vocab = values.size(1), num_items = columns.size(1);
+  const int64_t* item_data = columns.const_data_ptr<int64_t>();
+  // Checked before any work so that bad input never yields a partial result.
+  const int64_t* too_large = std::find_if(item_data, item_data + columns.numel(), [&](int64_t i) { return i >= vocab; });
+  TORCH_CHECK_VALUE(too_large == item_data + columns.numel(), "items must be column indices below ", vocab,
+                    " (or -1 for none), got ", *too_large);
+  at::Tensor ranks = at::empty({rows, num_items}, columns.options());
+  int64_t* out = ranks.mutable_data_ptr<int64_t>();
+  if (num_items == 0) return ranks;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(), "target_ranks_cpu", [&] {
+    const scalar_t* data = values.const_data_ptr<scalar_t>();
+    at::parallel_for(0, rows, grain_rows(vocab),
+                     [&](int64_t begin, int64_t end) {
+                       std::vector<compare_t<scalar_t>> targets(num_items);
+                       std::vector<float> converted(std::is_same_v<compare_t<scalar_t>, scalar_t> ? 0 : kChunk);
+                       for (int64_t r = begin; r < end; ++r) {
+                         rank_row(data + r * vocab, vocab, item_data + r * num_items, num_items, out + r * num_items,
+                                  targets, converted);
+                       }
+                     });
+  });
+  return ranks;
+}
+
+}  // namespace fastmask
