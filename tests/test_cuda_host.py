@@ -22,10 +22,11 @@ from fastmask.reference import philox
 from fastmask.reference import ranking as ref_ranking
 from fastmask.reference import sampling as ref_sampling
 
+from cuda_cases import MASK_SHAPES, PLM_KEY_TIE, SEEDS, gumbel_logits, item_ids, rank_items, rank_scores
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "cuda_host_rules.cpp"
 
-SEEDS = [0, 1, 0x243F6A8885A308D3, 2**63 + 5, 2**64 - 1]
 ITEM_TYPES = {torch.uint8: 0, torch.int8: 1, torch.int16: 2, torch.int32: 3, torch.int64: 4}
 KERNEL_BAND_ROWS = 16  # kBandRows in csrc/cuda/masking.cu
 KERNEL_THREADS = 256  # kThreads in csrc/cuda/sampling.cu and ranking.cu
@@ -72,34 +73,12 @@ def _ptr(array) -> int:
     return array.data_ptr()
 
 
-def _item_ids(batch: int, length: int, padding_idx: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
-    """Ids in [0, 6) (0 is a real item when padding_idx != 0) with padding anywhere in a row.
-
-    Row 0 is all padding, row 1 holds one item (at a random place), the others mix padding rates.
-    """
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, 6, size=(batch, length))
-    ids[ids == padding_idx] = (padding_idx + 1) % 6
-    pad_rate = rng.choice([0.0, 0.2, 0.5, 0.9, 1.0], size=(batch, 1))
-    pad = rng.random((batch, length)) < pad_rate
-    if batch > 0:
-        pad[0] = True
-    if batch > 1 and length > 0:
-        pad[1] = True
-        pad[1, rng.integers(length)] = False
-    ids[pad] = padding_idx
-    return torch.from_numpy(ids).to(dtype)
-
-
-MASK_SHAPES = [(1, 1), (3, 1), (2, 2), (5, 7), (6, 31), (4, 32), (7, 33), (9, 64), (3, 100), (2, 257)]
-
-
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
 @pytest.mark.parametrize("padding_idx", [0, 3])
 def test_mlm_mask(lib, dtype, padding_idx):
     thresholds = [0, 1, philox.bernoulli_threshold(0.15), philox.bernoulli_threshold(0.5), 2**32 - 1, 2**32]
     for case, (batch, length) in enumerate(MASK_SHAPES):
-        ids = _item_ids(batch, length, padding_idx, dtype, case)
+        ids = item_ids(batch, length, padding_idx, dtype, case)
         for seed in SEEDS:
             threshold = thresholds[(case + seed) % len(thresholds)]
             host = torch.empty(batch, length, dtype=torch.bool)
@@ -128,13 +107,30 @@ def test_plm_train_masks(lib, padding_idx, plm_probability, max_span, permute_al
     contexts = ref_masking.plm_context_lengths(plm_probability, max_span)
     for case, (batch, length) in enumerate(MASK_SHAPES):
         dtype = [torch.int64, torch.int32, torch.int16, torch.int8][case % 4]
-        ids = _item_ids(batch, length, padding_idx, dtype, 100 + case)
+        ids = item_ids(batch, length, padding_idx, dtype, 100 + case)
         seed = SEEDS[case % len(SEEDS)]
         band_rows = [KERNEL_BAND_ROWS, 1, 5][case % 3]
         got = _plm_host(lib, ids, seed, padding_idx, max_span, contexts, permute_all, band_rows)
         expected = ref_masking.plm_train_masks(ids, seed, padding_idx, max_span, contexts, permute_all)
         for name, g, e in zip(("mask", "perm_mask", "target_mapping"), got, expected):
             assert g.dtype == e.dtype and torch.equal(g, e), (name, batch, length, seed)
+
+
+@pytest.mark.parametrize("permute_all", [True, False])
+def test_plm_order_key_tie(lib, permute_all):
+    """Two targets with equal order keys: the lower position comes first in the order."""
+    seed, (batch, length), row, (first, second) = (PLM_KEY_TIE[k] for k in ("seed", "shape", "row", "positions"))
+    keys = philox.draws(seed, philox.STREAM_PLM_PERM, row, np.arange(length, dtype=np.uint64))
+    assert keys[first] == keys[second]
+    ids = torch.arange(1, batch * length + 1).reshape(batch, length)
+    contexts = ref_masking.plm_context_lengths(0.5, 5)
+    got = _plm_host(lib, ids, seed, 0, 5, contexts, permute_all, KERNEL_BAND_ROWS)
+    expected = ref_masking.plm_train_masks(ids, seed, 0, 5, contexts, permute_all)
+    for g, e in zip(got, expected):
+        assert torch.equal(g, e)
+    if permute_all:  # both are targets, so the tie decides
+        assert expected[0][row, first] and expected[0][row, second]
+        assert expected[1][row, first, second] == 1 and expected[1][row, second, first] == 0
 
 
 def test_plm_item_zero_quirk(lib):
@@ -156,7 +152,7 @@ def test_plm_item_zero_quirk(lib):
 def test_plm_eval_perm_mask(lib, padding_idx):
     for case, (batch, length) in enumerate(MASK_SHAPES + [(0, 4)]):  # the reference fails on L = 0
         dtype = [torch.int64, torch.int32, torch.uint8][case % 3]
-        ids = _item_ids(batch, length, padding_idx, dtype, 200 + case)
+        ids = item_ids(batch, length, padding_idx, dtype, 200 + case)
         for band_rows in (KERNEL_BAND_ROWS, 3):
             host = torch.empty(batch, length, length, dtype=torch.int64)
             lib.host_plm_eval_perm_mask(_ptr(ids), ITEM_TYPES[dtype], batch, length, padding_idx, band_rows, _ptr(host))
@@ -180,23 +176,6 @@ def test_gumbel_noise(lib):
     assert np.array_equal(host.numpy(), (-np.log(-np.log(uniform))).astype(np.float32))
 
 
-def _special_logits(vocab: int, rng: np.random.Generator) -> np.ndarray:
-    """Rows that exercise the argmax rules: NaN first wins, +inf ties, all -inf, huge spreads."""
-    rows = [np.full(vocab, -np.inf), np.full(vocab, 1.5)]
-    with_nan = rng.normal(size=vocab)
-    with_nan[rng.integers(vocab, size=2)] = np.nan
-    rows.append(with_nan)
-    with_inf = rng.normal(size=vocab)
-    with_inf[rng.integers(vocab, size=3)] = np.inf
-    rows.append(with_inf)
-    nan_and_inf = np.full(vocab, np.inf)
-    nan_and_inf[-1] = np.nan
-    rows.append(nan_and_inf)
-    rows.append(rng.normal(scale=30.0, size=vocab))
-    rows.append(rng.normal(scale=1e-3, size=vocab) + 1e4)
-    return np.stack(rows)
-
-
 GUMBEL_VOCABS = [1, 2, 3, 4, 5, 7, 17, 64, 1000, 4097]
 # (splits, threads): one block of the kernel's size, several blocks, and degenerate ones.
 GUMBEL_LAYOUTS = [(1, KERNEL_THREADS), (1, 1), (3, 8), (5, 32), (2, KERNEL_THREADS)]
@@ -214,8 +193,7 @@ def _gumbel_host(lib, logits: torch.Tensor, seed: int, splits: int, threads: int
 def test_gumbel_argmax(lib, dtype):
     rng = np.random.default_rng(7)
     for case, vocab in enumerate(GUMBEL_VOCABS):
-        logits = np.concatenate([rng.normal(size=(3, vocab)) * [[0.1], [1.0], [8.0]], _special_logits(vocab, rng)])
-        logits = torch.from_numpy(logits).to(dtype)
+        logits = torch.from_numpy(gumbel_logits(vocab, rng)).to(dtype)
         # float16/bfloat16 rows reach the kernel's fp32 math through an exact upcast.
         host_input = logits if dtype in (torch.float32, torch.float64) else logits.float()
         for seed in SEEDS[case % 3 :: 2]:
@@ -242,26 +220,14 @@ def _ranks_host(lib, scores: torch.Tensor, items: torch.Tensor, splits: int, thr
     return out
 
 
-def _rank_scores(rows: int, vocab: int, rng: np.random.Generator) -> np.ndarray:
-    """Ties (small integers), signed zeros, NaNs and infinities."""
-    scores = rng.integers(-3, 4, size=(rows, vocab)).astype(np.float64)
-    scores[scores == 0] = rng.choice([0.0, -0.0], size=int((scores == 0).sum()))
-    scores[rng.random((rows, vocab)) < 0.05] = np.nan
-    scores[rng.random((rows, vocab)) < 0.03] = np.inf
-    scores[rng.random((rows, vocab)) < 0.03] = -np.inf
-    scores[0] = rng.normal(size=vocab)  # no ties
-    return scores
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_target_ranks(lib, dtype):
     rng = np.random.default_rng(11)
     for vocab in (1, 2, 5, 33, 300, 2049):
         for targets in (1, 3, 8, 9, 17):
             rows = 6
-            scores = torch.from_numpy(_rank_scores(rows, vocab, rng)).to(dtype)
-            items = torch.from_numpy(rng.integers(-1, vocab, size=(rows, targets)))
-            items[rng.random((rows, targets)) < 0.1] = -7  # any negative item has rank -1
+            scores = torch.from_numpy(rank_scores(rows, vocab, rng)).to(dtype)
+            items = rank_items(rows, targets, vocab, rng)
             host_input = scores if dtype in (torch.float32, torch.float64) else scores.float()
             expected = ref_ranking.target_ranks(scores, items)
             for splits, threads in [(1, KERNEL_THREADS), (1, 1), (3, 7), (4, 32)]:
