@@ -155,13 +155,16 @@ def _plm_eval_perm_kernel(ids_ptr, out_ptr, length, padding_idx, BLOCK_Q: tl.con
         ids = tl.load(ids_ptr + row * length + keys, mask=keys < length, other=0)
         count += tl.sum(((ids != padding_idx) & (keys < length)).to(tl.int64), axis=0)
     last = (count + length - 1) % length
-    queries = first_query + tl.arange(0, BLOCK_Q)
+    local_queries = tl.arange(0, BLOCK_Q)
+    queries = first_query + local_queries
     query_in = queries < length
-    row_offsets = row * length * length + queries[:, None] * length
+    tile_offset = (row * length + first_query) * length
     for first_key in range(0, length, BLOCK_K):
         keys = first_key + tl.arange(0, BLOCK_K)
         hidden = (keys[None, :] > queries[:, None]) | (keys[None, :] == last)
-        tl.store(out_ptr + row_offsets + keys[None, :], hidden.to(tl.int64), mask=query_in[:, None] & (keys < length)[None, :])
+        offsets = local_queries[:, None] * length + keys[None, :]
+        inside = query_in[:, None] & (keys < length)[None, :]
+        tl.store(out_ptr + tile_offset + offsets, hidden.to(tl.int64), mask=inside)
 
 
 def _check_item_ids(item_ids) -> None:
@@ -180,7 +183,7 @@ def _square_tiles(length: int, block_q: int | None, block_k: int | None) -> tupl
 def mlm_mask(item_ids: torch.Tensor, seed: torch.Tensor, padding_idx: int, threshold: int) -> torch.Tensor:
     _check_item_ids(item_ids)
     launch.check_seed(seed, item_ids.device)
-    launch.check_int("padding_idx", padding_idx)
+    launch.check_int("padding_idx", padding_idx, -(2**63), 2**63 - 1)
     launch.check_int("threshold", threshold, 0, 2**32)
     batch, length = item_ids.shape
     out = torch.empty((batch, length), dtype=torch.bool, device=item_ids.device)
@@ -214,7 +217,7 @@ def plm_train_masks(
     """PLM training masks; ``block_q``/``block_k`` override the perm_mask tile."""
     _check_item_ids(item_ids)
     launch.check_seed(seed, item_ids.device)
-    launch.check_int("padding_idx", padding_idx)
+    launch.check_int("padding_idx", padding_idx, -(2**63), 2**63 - 1)
     launch.check_int("max_span_length", max_span_length, 1, 2**31 - 1)
     if not isinstance(permute_all, bool):
         raise TypeError(f"permute_all must be a bool, got {type(permute_all).__name__}")
@@ -255,7 +258,7 @@ def plm_eval_perm_mask(
 ) -> torch.Tensor:
     """Last-item PLM evaluation perm_mask; ``block_q``/``block_k`` override the tile."""
     _check_item_ids(item_ids)
-    launch.check_int("padding_idx", padding_idx)
+    launch.check_int("padding_idx", padding_idx, -(2**63), 2**63 - 1)
     batch, length = item_ids.shape
     out = torch.empty((batch, length, length), dtype=torch.int64, device=item_ids.device)
     if out.numel() == 0:
