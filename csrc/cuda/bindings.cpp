@@ -85,9 +85,9 @@ at::Tensor mlm_mask_cuda(const at::Tensor& item_ids, const at::Tensor& seed, int
   return mask;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> plm_train_masks_cuda(const at::Tensor& item_ids, const at::Tensor& seed,
-                                                                    int64_t padding_idx, int64_t max_span_length,
-                                                                    c10::IntArrayRef context_lengths, bool permute_all) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> plm_train_masks_cuda(
+    const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t max_span_length,
+    c10::IntArrayRef context_lengths, bool permute_all) {
   check_on_cuda("item_ids", item_ids);
   check_item_ids(item_ids, padding_idx);
   check_seed(seed, item_ids.device());

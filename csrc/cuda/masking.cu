@@ -40,6 +40,17 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
+// Work item `work` of the L x L writers: queries [q_begin, q_begin + size) of row `row`.
+struct QueryBand {
+  int64_t row, q_begin, size;
+};
+
+__device__ __forceinline__ QueryBand query_band(int64_t work, int64_t length) {
+  const int64_t bands = ceil_div(length, kBandRows);
+  const int64_t q_begin = (work % bands) * kBandRows;
+  return QueryBand{work / bands, q_begin, length - q_begin < kBandRows ? length - q_begin : kBandRows};
+}
+
 // One block per (row, band of kBandRows queries); thread k writes column k of the band, so each
 // store instruction of a warp covers consecutive addresses.
 __global__ void plm_perm_kernel(const bool* __restrict__ mask, int64_t batch, int64_t length,
@@ -48,22 +59,21 @@ __global__ void plm_perm_kernel(const bool* __restrict__ mask, int64_t batch, in
   __shared__ bool band_masked[kBandRows];
   __shared__ uint32_t band_keys[kBandRows];
   const uint64_t seed = static_cast<uint64_t>(*seed_ptr);
-  const int64_t bands = ceil_div(length, kBandRows);
-  for (int64_t work = blockIdx.x; work < batch * bands; work += gridDim.x) {
-    const int64_t row = work / bands;
-    const int64_t q_begin = (work % bands) * kBandRows;
-    const int64_t band = length - q_begin < kBandRows ? length - q_begin : kBandRows;
-    const bool* row_mask = mask + row * length;
-    if (threadIdx.x < band) {
-      band_masked[threadIdx.x] = row_mask[q_begin + threadIdx.x];
-      band_keys[threadIdx.x] = rules::plm_order_key(seed, static_cast<uint32_t>(row), q_begin + threadIdx.x);
+  const int64_t work_items = batch * ceil_div(length, kBandRows);
+  for (int64_t work = blockIdx.x; work < work_items; work += gridDim.x) {
+    const QueryBand band = query_band(work, length);
+    const auto key_row = static_cast<uint32_t>(band.row);
+    const bool* row_mask = mask + band.row * length;
+    if (threadIdx.x < band.size) {
+      band_masked[threadIdx.x] = row_mask[band.q_begin + threadIdx.x];
+      band_keys[threadIdx.x] = rules::plm_order_key(seed, key_row, band.q_begin + threadIdx.x);
     }
     __syncthreads();
-    const int64_t row_offset = row * length * length;
+    const int64_t row_offset = band.row * length * length;
     for (int64_t k = threadIdx.x; k < length; k += blockDim.x) {
-      rules::plm_write_column(perm_mask + row_offset, target_mapping + row_offset, length, q_begin, band,
-                              band_masked, band_keys, k, row_mask[k],
-                              rules::plm_order_key(seed, static_cast<uint32_t>(row), k), identity_mapping);
+      rules::plm_write_column(perm_mask + row_offset, target_mapping + row_offset, length, band.q_begin, band.size,
+                              band_masked, band_keys, k, row_mask[k], rules::plm_order_key(seed, key_row, k),
+                              identity_mapping);
     }
     __syncthreads();  // the band arrays are rewritten by the next work item
   }
@@ -72,12 +82,10 @@ __global__ void plm_perm_kernel(const bool* __restrict__ mask, int64_t batch, in
 template <class Item>
 __global__ void plm_eval_kernel(const Item* __restrict__ items, int64_t batch, int64_t length, int64_t padding_idx,
                                 int64_t* __restrict__ perm_mask) {
-  const int64_t bands = ceil_div(length, kBandRows);
-  for (int64_t work = blockIdx.x; work < batch * bands; work += gridDim.x) {
-    const int64_t row = work / bands;
-    const int64_t q_begin = (work % bands) * kBandRows;
-    const int64_t band = length - q_begin < kBandRows ? length - q_begin : kBandRows;
-    const Item* row_items = items + row * length;
+  const int64_t work_items = batch * ceil_div(length, kBandRows);
+  for (int64_t work = blockIdx.x; work < work_items; work += gridDim.x) {
+    const QueryBand band = query_band(work, length);
+    const Item* row_items = items + band.row * length;
     int64_t count = 0;
     for (int64_t base = 0; base < length; base += blockDim.x) {
       const int64_t t = base + threadIdx.x;
@@ -85,7 +93,7 @@ __global__ void plm_eval_kernel(const Item* __restrict__ items, int64_t batch, i
     }
     const int64_t last = rules::last_item_index(count, length);
     for (int64_t k = threadIdx.x; k < length; k += blockDim.x) {
-      rules::plm_eval_write_column(perm_mask + row * length * length, length, q_begin, band, last, k);
+      rules::plm_eval_write_column(perm_mask + band.row * length * length, length, band.q_begin, band.size, last, k);
     }
   }
 }
