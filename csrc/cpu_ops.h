@@ -26,9 +26,10 @@ at::Tensor gumbel_argmax_cpu(const at::Tensor& logits, const at::Tensor& seed);
 
 at::Tensor target_ranks_cpu(const at::Tensor& scores, const at::Tensor& items);
 
-// Rows per at::parallel_for task: about 32k elements of work each, so small inputs stay on one thread.
+// Rows per at::parallel_for task: about 256k elements (0.1-1 ms) of work each. Smaller inputs stay on
+// one thread: waking a second one costs more than they take, and milliseconds on a busy machine.
 inline int64_t grain_rows(int64_t elements_per_row) {
-  return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, elements_per_row));
+  return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, elements_per_row));
 }
 
 // float16 -> float32 (exact), with F16C where the CPU has it.

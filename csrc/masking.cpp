@@ -219,9 +219,11 @@ at::Tensor plm_eval_perm_mask_cpu(const at::Tensor& item_ids, int64_t padding_id
         // n - 1 wrapped like a Python index: an all-padding row hides column L - 1.
         const int64_t last = count > 0 ? count - 1 : length - 1;
         int64_t* square = out + b * length * length;
-        for (int64_t q = 0; q < length; ++q) {
+        for (int64_t q = 0; q < length; ++q) {  // row q: 1 at k > q (causal) and at k = last
           int64_t* out_row = square + q * length;
-          for (int64_t k = 0; k < length; ++k) out_row[k] = (k > q) | (k == last);
+          std::fill(out_row, out_row + q + 1, int64_t{0});
+          std::fill(out_row + q + 1, out_row + length, int64_t{1});
+          if (last <= q) out_row[last] = 1;
         }
       }
     });
