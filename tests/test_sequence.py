@@ -1,0 +1,575 @@
+"""Sequence-masking policies (Merlin Models, RecBole BERT4Rec) and the log-uniform sampler.
+
+Reference rules against transcriptions of the upstream code, rates with fixed seeds, and every
+backend (reference, C++, Triton) bit for bit through the custom ops.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import fastmask
+from fastmask import sequence as fs
+from fastmask import sequence_ops
+from fastmask.reference import philox
+from fastmask.reference import sequence as rules
+from fastmask.reference.philox import bernoulli_threshold
+
+HIDDEN = 8
+COMPILED_BACKENDS = [name for name in ("cpp", "triton") if name in fastmask.backends()]
+
+
+def _seed(value):
+    return torch.tensor([value], dtype=torch.int64)
+
+
+def _draw(seed, stream, row, element):
+    return int(philox.draws(seed, stream, row, element))
+
+
+def _random_ids(batch, length, high, padding_rate=0.3, generator_seed=0, dtype=torch.int64):
+    """Ids in [1, high) with padding (0) scattered anywhere, some right-padded rows, some empty."""
+    g = torch.Generator().manual_seed(generator_seed)
+    ids = torch.randint(1, high, (batch, length), generator=g)
+    ids[torch.rand(batch, length, generator=g) < padding_rate] = 0
+    if batch > 2:
+        lengths = torch.randint(0, length + 1, (batch // 3,), generator=g)
+        positions = torch.arange(length)
+        ids[: batch // 3][positions[None, :] >= lengths[:, None]] = 0
+        ids[-1] = 0
+    return ids.to(dtype)
+
+
+# ==================================================================================================
+# Merlin Models
+# ==================================================================================================
+def merlin_tf_loop(item_ids, seed, padding_idx, threshold):
+    """``SequenceMaskRandom._generate_target_mask`` transcribed on ragged rows (the valid items of
+    each row, in order), with tf's random_bernoulli / uniform replaced by fastmask's draws."""
+    batch, length = item_ids.shape
+    rows = [[t for t in range(length) if item_ids[b, t] != padding_idx] for b in range(batch)]
+    row_lengths = [len(r) for r in rows]
+    max_seq_length = max(row_lengths)
+    mask = torch.zeros(batch, length, dtype=torch.bool)
+    for b in range(batch):
+        # _get_masked_by_prob: dense (batch, max_seq_length) Bernoulli, and-ed with the padding mask
+        by_prob = [
+            j < row_lengths[b] and _draw(seed, philox.STREAM_MERLIN_BERNOULLI, b, rows[b][j]) < threshold
+            for j in range(max_seq_length)
+        ]
+        # _get_one_masked: one_hot(floor(U * len))
+        index = int(philox.uniform_below(_draw(seed, philox.STREAM_MERLIN_RESET, b, 0), row_lengths[b]))
+        one = [j == index for j in range(max_seq_length)]
+        replacement_cond = (not any(by_prob)) or all(by_prob)
+        target = one if replacement_cond else by_prob
+        for j in range(row_lengths[b]):  # tf.ragged.boolean_mask(target, padding_mask)
+            mask[b, rows[b][j]] = target[j]
+    return mask
+
+
+@pytest.mark.parametrize("probability", [0.2, 0.6, 0.95])
+def test_merlin_reference_matches_the_tf_code(probability):
+    ids = _random_ids(40, 9, 50, generator_seed=1)
+    ids[-1] = torch.arange(1, 10)  # a full-length row, so the batch's longest row is L
+    threshold = bernoulli_threshold(probability)
+    for seed in range(5):
+        expected = merlin_tf_loop(ids, seed, 0, threshold)
+        assert torch.equal(rules.merlin_mask_random(ids, seed, 0, threshold, False), expected)
+
+
+def test_merlin_reset_rules():
+    ids = _random_ids(300, 7, 40, generator_seed=2)
+    ids[0] = torch.arange(1, 8)
+    valid, count = ids != 0, (ids != 0).sum(1)
+    longest = int(count.max())
+    short_full = 0
+    for seed in range(10):
+        for reset_any in (False, True):
+            mask = rules.merlin_mask_random(ids, seed, 0, bernoulli_threshold(0.9), reset_any)
+            picked = mask.sum(1)
+            assert not (mask & ~valid).any()  # only valid positions
+            assert torch.equal(picked > 0, count > 0)  # never none
+            full = (picked == count) & (count > 1)
+            if reset_any:
+                assert not full.any()  # never all
+            else:
+                assert not (full & (count == longest)).any()
+                short_full += int(full.sum())
+    assert short_full > 0  # the quirk: fully selected shorter rows stay fully selected
+
+
+def test_merlin_reset_picks_exactly_one_uniform_position():
+    # p = 0: every row is reset; its one target is uniform over the row's valid positions.
+    ids = torch.tensor([[3, 0, 4, 5, 0, 6]]).repeat(4000, 1)
+    mask = rules.merlin_mask_random(ids, 11, 0, 0, False)
+    assert torch.equal(mask.sum(1), torch.ones(4000, dtype=torch.int64))
+    counts = mask.sum(0)
+    assert counts[[1, 4]].sum() == 0
+    for column in (0, 2, 3, 5):  # 1000 expected each; 4 sigma ~ 110
+        assert abs(int(counts[column]) - 1000) < 110
+
+
+def test_merlin_selection_rate():
+    ids = torch.randint(1, 100, (200, 250))
+    mask = rules.merlin_mask_random(ids, 5, 0, bernoulli_threshold(0.2), False)
+    rate = mask.float().mean().item()
+    assert abs(rate - 0.2) < 4 * math.sqrt(0.2 * 0.8 / ids.numel())
+
+
+def test_merlin_last_and_inference_masks():
+    ids = torch.tensor([[5, 3, 2, 0, 0], [1, 2, 3, 4, 5], [0, 4, 0, 8, 0], [0, 0, 0, 0, 0]])
+    last = rules.merlin_mask_last(ids, 0)
+    assert last.nonzero().tolist() == [[0, 2], [1, 4], [2, 3]]
+    inference = rules.merlin_inference_mask(ids, 0)
+    assert inference.shape == (4, 6)
+    assert inference.nonzero().tolist() == [[0, 3], [1, 5], [2, 4], [3, 0]]
+
+
+def _merlin_inputs(ids, dtype=torch.float64):
+    return torch.randn(*ids.shape, HIDDEN, dtype=dtype)
+
+
+@pytest.mark.parametrize("cls", [fs.MerlinMaskRandom, fs.MerlinMaskLast, fs.MerlinMaskLastInference])
+def test_merlin_modules_modes(cls):
+    ids = torch.tensor([[5, 3, 2, 0, 0], [1, 2, 3, 4, 5], [7, 6, 0, 0, 0]])
+    module = cls(HIDDEN)
+    assert [name for name, _ in module.named_parameters()] == ["masked_item_embedding"]
+    assert abs(module.masked_item_embedding.std().item()) < 0.01
+    inputs = _merlin_inputs(ids)
+    before = inputs.clone()
+    embedding = module.masked_item_embedding.to(inputs.dtype)
+    for training, testing in [(True, False), (False, True)]:
+        out = module(inputs, ids, training=training, testing=testing)
+        schema = module.mask_schema
+        assert out.shape == inputs.shape and schema.shape == ids.shape and schema.dtype == torch.bool
+        assert torch.equal(module.masked_targets, ids)  # targets are the input ids
+        assert torch.equal(out[schema], embedding.expand(int(schema.sum()), HIDDEN))
+        assert torch.equal(out[~schema], inputs[~schema])
+        if cls is fs.MerlinMaskLastInference:
+            assert not schema.any()
+        elif cls is fs.MerlinMaskLast or testing:
+            assert torch.equal(schema, rules.merlin_mask_last(ids, 0))
+    out = module(inputs, ids)  # inference: one more slot, right after the last item
+    assert out.shape == (3, 6, HIDDEN) and module.masked_targets is None
+    assert module.mask_schema.nonzero().tolist() == [[0, 3], [1, 5], [2, 2]]
+    assert torch.equal(out[:, :5][~module.mask_schema[:, :5]], inputs[~module.mask_schema[:, :5]])
+    assert torch.equal(out[1, 5], embedding) and torch.equal(out[0, 5], inputs[0, 4])
+    assert torch.equal(inputs, before)
+
+
+def test_merlin_random_module_uses_the_op_with_the_drawn_seed():
+    ids = _random_ids(16, 12, 30, padding_rate=0.1, generator_seed=3)
+    ids[ids.ne(0).sum(1) < 2, :2] = 4  # every row has >= 2 items
+    module = fs.MerlinMaskRandom(HIDDEN, masking_prob=0.3, reset_any_full_row=True)
+    torch.manual_seed(7)
+    module.compute_masked_targets(ids, training=True)
+    torch.manual_seed(7)
+    seed = fastmask.masking.draw_seed(ids.device)
+    expected = rules.merlin_mask_random(ids, fastmask.ops.seed_int(seed), 0, bernoulli_threshold(0.3), True)
+    assert torch.equal(module.mask_schema, expected)
+
+
+@pytest.mark.parametrize("cls", [fs.MerlinMaskRandom, fs.MerlinMaskLast])
+def test_merlin_rejects_rows_of_length_one(cls):
+    module = cls(HIDDEN)
+    ids = torch.tensor([[5, 3, 0], [4, 0, 0], [0, 0, 0]])
+    for flags in (dict(training=True), dict(testing=True)):
+        with pytest.raises(ValueError, match=r"rows \[1, 2\] have fewer than 2 items"):
+            module.compute_masked_targets(ids, **flags)
+    module.compute_masked_targets(ids)  # inference does not check lengths, as in Merlin Models
+    unchecked = cls(HIDDEN, check_inputs=False)
+    schema = unchecked.compute_masked_targets(ids, training=True).schema
+    assert schema[1].tolist() == [True, False, False] and not schema[2].any()
+
+
+def test_merlin_bad_arguments():
+    with pytest.raises(ValueError, match="masking_prob"):
+        fs.MerlinMaskRandom(HIDDEN, masking_prob=1.5)
+    with pytest.raises(TypeError, match="item_ids"):
+        fs.MerlinMaskRandom(HIDDEN).compute_masked_targets(torch.ones(2, 3), training=True)
+    with pytest.raises(ValueError, match="2-D"):
+        fs.MerlinMaskRandom(HIDDEN).compute_masked_targets(torch.ones(2, 3, 1, dtype=torch.long), training=True)
+
+
+# ==================================================================================================
+# RecBole / hopwise BERT4Rec
+# ==================================================================================================
+def recbole_reconstruct_test_data(item_seq, item_seq_len, mask_token):
+    """``BERT4Rec.reconstruct_test_data``, as written in RecBole."""
+    padding = torch.zeros(item_seq.size(0), dtype=torch.long, device=item_seq.device)  # [B]
+    item_seq = torch.cat((item_seq, padding.unsqueeze(-1)), dim=-1)  # [B max_len+1]
+    for batch_id, last_position in enumerate(item_seq_len):
+        item_seq[batch_id][last_position] = mask_token
+    item_seq = item_seq[:, 1:]
+    return item_seq
+
+
+@pytest.mark.parametrize(
+    "batch, length, n_items, ratio",
+    [(30, 12, 50, 0.2), (30, 12, 5, 0.6), (9, 1, 3, 1.0), (20, 7, 2, 0.5), (4, 0, 9, 0.5), (0, 5, 9, 0.5)],
+)
+def test_bert4rec_reference_matches_the_per_user_loop(batch, length, n_items, ratio):
+    ids = _random_ids(batch, length, n_items, generator_seed=4)
+    width = max(1, int(ratio * max(length, 1)))
+    for seed in range(4):
+        fast = rules.bert4rec_mask(ids, seed, n_items, bernoulli_threshold(ratio), width)
+        loop = rules.bert4rec_mask_loop(ids, seed, n_items, bernoulli_threshold(ratio), width)
+        assert all(torch.equal(a, b) for a, b in zip(fast, loop))
+        assert [t.dtype for t in fast] == [torch.int64] * 4
+        assert fast[0].shape == (batch, length) and all(t.shape == (batch, width) for t in fast[1:])
+
+
+def test_bert4rec_rules():
+    n_items, ratio = 40, 0.3
+    ids = _random_ids(500, 15, n_items, generator_seed=5)
+    masked_seq, pos, neg, index = rules.bert4rec_mask(ids, 3, n_items, bernoulli_threshold(ratio), 4)
+    positions = torch.arange(15)
+    scan = torch.where(ids == 0, positions, 15).amin(1)
+    masked = masked_seq != ids
+    assert torch.equal(masked_seq[masked], torch.full_like(masked_seq[masked], n_items))  # mask token
+    assert not (masked & (positions >= scan[:, None])).any()  # only before the first 0
+    assert (masked.sum(1) == 0).any()  # no at-least-one rule
+    for b in range(ids.shape[0]):
+        where = masked[b].nonzero().flatten()
+        last = where[-4:]  # the LAST mask_item_length masked positions, left-padded with 0
+        assert index[b, 4 - len(last):].tolist() == last.tolist()
+        assert pos[b, 4 - len(last):].tolist() == ids[b, last].tolist()
+        assert (index[b, : 4 - len(last)] == 0).all() and (pos[b, : 4 - len(last)] == 0).all()
+        negatives = neg[b, 4 - len(last):]
+        assert ((negatives >= 1) & (negatives < n_items)).all()
+        assert not torch.isin(negatives, ids[b]).any()  # never in the sequence
+        assert (neg[b, : 4 - len(last)] == 0).all()
+
+
+def test_bert4rec_truncation_keeps_the_last_entries():
+    ids = torch.tensor([[7, 6, 5, 4, 3, 2, 0, 9]])
+    masked_seq, pos, neg, index = rules.bert4rec_mask(ids, 0, 10, 2**32, 3)
+    assert masked_seq.tolist() == [[10, 10, 10, 10, 10, 10, 0, 9]]
+    assert index.tolist() == [[3, 4, 5]] and pos.tolist() == [[4, 3, 2]]
+    assert not torch.isin(neg, ids).any() and ((neg >= 1) & (neg < 10)).all()
+
+
+def test_bert4rec_rates_and_uniform_negatives():
+    n_items = 12
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]]).repeat(3000, 1)
+    masked_seq, _, neg, _ = rules.bert4rec_mask(ids, 8, n_items, bernoulli_threshold(0.25), 8)
+    rate = (masked_seq == n_items).float().mean().item()
+    assert abs(rate - 0.25) < 4 * math.sqrt(0.25 * 0.75 / ids.numel())
+    counts = torch.bincount(neg[neg > 0], minlength=n_items)
+    assert counts[:9].sum() == 0  # items in the row are never negatives
+    expected = counts.sum().item() / 3
+    for item in (9, 10, 11):
+        assert abs(counts[item].item() - expected) < 5 * math.sqrt(expected)
+
+
+def test_bert4rec_negative_fallback():
+    # Only item 500 of [1, 1000) is missing from the row: 64 attempts almost always fail, and the
+    # cyclic scan after the last attempt must still find it.
+    ids = torch.cat([torch.arange(1, 500), torch.arange(501, 1000)])[None, :]
+    wanted = torch.zeros_like(ids, dtype=torch.bool)
+    wanted[0, :50] = True
+    negatives = rules.bert4rec_negatives(ids, 1, 1000, wanted)
+    assert (negatives[0, :50] == 500).all() and (negatives[0, 50:] == 0).all()
+    # Every item in the row: no negative exists (the reference would loop forever) -> 0.
+    full = torch.tensor([[1, 2, 3, 2]])
+    assert rules.bert4rec_negatives(full, 1, 4, torch.ones_like(full, dtype=torch.bool)).tolist() == [[0, 0, 0, 0]]
+
+
+def test_bert4rec_reconstruct_test_data_matches_recbole():
+    ids = _random_ids(25, 9, 30, padding_rate=0.0, generator_seed=6)
+    lengths = torch.randint(0, 10, (25,))
+    expected = recbole_reconstruct_test_data(ids.clone(), lengths, 30)
+    assert torch.equal(rules.bert4rec_reconstruct_test_data(ids, lengths, 30), expected)
+    assert torch.equal(fs.reconstruct_test_data(ids.int(), lengths, 30), expected)
+    assert torch.equal(fs.BERT4RecMasking(30, 0.2, 9).reconstruct_test_data(ids, lengths), expected)
+    with pytest.raises(ValueError, match=r"item_seq_len values must be in \[0, 9\]"):
+        fs.reconstruct_test_data(ids, torch.full((25,), 10), 30)
+    with pytest.raises(ValueError, match="shape"):
+        fs.reconstruct_test_data(ids, lengths[:3], 30)
+
+
+def test_bert4rec_transform():
+    transform = fs.BERT4RecMasking(50, 0.2, 20)
+    assert transform.mask_item_length == 4 and transform.mask_token == 50
+    ids = _random_ids(6, 20, 50, generator_seed=7)
+    before = ids.clone()
+    torch.manual_seed(3)
+    batch = transform(ids)
+    torch.manual_seed(3)
+    seed = fastmask.ops.seed_int(fastmask.masking.draw_seed(ids.device))
+    expected = rules.bert4rec_mask(ids, seed, 50, bernoulli_threshold(0.2), 4)
+    assert isinstance(batch, fs.BERT4RecBatch) and all(torch.equal(a, b) for a, b in zip(batch, expected))
+    assert torch.equal(ids, before)
+    with pytest.raises(ValueError, match=r"int\(mask_ratio \* max_seq_length\)"):
+        fs.BERT4RecMasking(50, 0.1, 5)
+    with pytest.raises(ValueError, match="n_items"):
+        fs.BERT4RecMasking(1, 0.5, 5)
+    with pytest.raises(TypeError, match="item_seq"):
+        transform(torch.ones(2, 3))
+
+
+# ==================================================================================================
+# LogUniformSampler
+# ==================================================================================================
+def test_log_uniform_probabilities_by_hand():
+    sampler = fs.LogUniformSampler(max_n_samples=3, max_id=6, min_id=2)
+    expected = [0.0, 0.0] + [(math.log(k + 2) - math.log(k + 1)) / math.log(5) for k in range(4)]
+    assert sampler.dist.dtype == torch.float32 and sampler.dist.shape == (6,)
+    assert np.allclose(sampler.dist.double().numpy(), expected, rtol=1e-6, atol=0)
+    assert sampler.n_sample == 6
+    # Transformers4Rec documents 1 - (1 - p)^n but its code, -(-p.log1p() * n).expm1(), is 1 - (1 + p)^-n.
+    computed = [1 - (1 + p) ** -6 for p in expected]
+    documented = [1 - (1 - p) ** 6 for p in expected]
+    assert np.allclose(sampler.unique_sampling_dist.double().numpy(), computed, rtol=1e-6, atol=0)
+    assert not np.allclose(computed[2:], documented[2:], rtol=1e-2)
+    assert fs.LogUniformSampler(3, 6, unique_sampling=False).n_sample == 3
+    assert list(sampler.state_dict()) == ["dist", "unique_sampling_dist"]
+
+
+def test_cdf_table_and_draw_frequencies():
+    dist = rules.log_uniform_distribution(200, 1)
+    table = rules.log_uniform_cdf_table(dist)
+    assert table.shape == (199,) and table[0] == 0 and (table.diff() >= 0).all() and table[-1] < 2**62
+    draws = rules.log_uniform_draws(table, 4, 400_000)
+    assert draws.min() >= 1 and draws.max() < 200
+    frequency = torch.bincount(draws, minlength=200).double() / 400_000
+    p = dist.double() / dist.double().sum()
+    assert ((frequency - p).abs() <= 5 * (p * (1 - p) / 400_000).sqrt() + 1e-9).all()
+
+
+def test_zero_probability_ids_are_never_drawn():
+    dist = torch.tensor([0.0, 0.5, 0.0, 0.25, 0.25, 0.0])
+    draws = rules.log_uniform_draws(rules.log_uniform_cdf_table(dist), 9, 20_000)
+    assert set(draws.unique().tolist()) == {1, 3, 4}
+
+
+def test_unique_sampling_semantics():
+    sampler = fs.LogUniformSampler(max_n_samples=20, max_id=100, min_id=1)
+    labels = torch.tensor([1, 50, 99])
+    torch.manual_seed(2)
+    negatives, true_probs, sample_probs = sampler.sample(labels)
+    torch.manual_seed(2)
+    seed = fastmask.ops.seed_int(fastmask.masking.draw_seed(torch.device("cpu")))
+    draws = rules.log_uniform_draws(sampler.log_uniform_cdf, seed, 40)
+    assert torch.equal(negatives, draws.unique()[:20])  # sorted, distinct, smallest first
+    assert negatives.dtype == torch.int64 and len(negatives) <= 20
+    assert torch.equal(true_probs, sampler.unique_sampling_dist[labels])
+    assert torch.equal(sample_probs, sampler.unique_sampling_dist[negatives])
+    plain = fs.LogUniformSampler(max_n_samples=20, max_id=100, min_id=1, unique_sampling=False)
+    negatives, true_probs, sample_probs = plain.sample(labels[:, None])
+    assert true_probs.shape == (3, 1) and torch.equal(true_probs, plain.dist[labels[:, None]])
+    assert torch.equal(sample_probs, plain.dist[negatives]) and torch.equal(negatives, negatives.unique())
+
+
+def test_fixed_size_negatives():
+    sampler = fs.LogUniformSampler(max_n_samples=20, max_id=100, min_id=1, fixed_size=True)
+    default = fs.LogUniformSampler(max_n_samples=20, max_id=100, min_id=1)
+    agreed = 0
+    for seed in range(20):
+        torch.manual_seed(seed)
+        fixed = sampler.sample(torch.tensor([3]))[0]
+        torch.manual_seed(seed)
+        reference = default.sample(torch.tensor([3]))[0]
+        assert len(fixed) == 20 and torch.equal(fixed, fixed.unique())
+        if len(reference) == 20:
+            assert torch.equal(fixed, reference)
+            agreed += 1
+    assert agreed > 0
+    # Fewer distinct ids than wanted in the first draws: later draws, then the smallest ids left.
+    draws = torch.tensor([5, 5, 3, 5, 9, 7, 3, 2])
+    assert rules.fixed_size_negatives(draws, 4, 5, 10, 1).tolist() == [2, 3, 5, 7, 9]
+    assert rules.fixed_size_negatives(draws, 4, 3, 10, 1).tolist() == [3, 5, 9]
+    assert rules.fixed_size_negatives(draws, 4, 7, 10, 1).tolist() == [1, 2, 3, 4, 5, 7, 9]
+    # max_n_samples == max_id - min_id: every id.
+    whole = fs.LogUniformSampler(max_n_samples=6, max_id=8, min_id=2, fixed_size=True)
+    assert whole.sample(torch.tensor([2]))[0].tolist() == [2, 3, 4, 5, 6, 7]
+    with pytest.raises(ValueError, match="fixed_size"):
+        fs.LogUniformSampler(max_n_samples=7, max_id=8, min_id=2, fixed_size=True)
+
+
+def test_fixed_size_sampling_has_fixed_shapes_and_reads_no_values():
+    # On the meta device nothing can be read back: this runs only if no step needs a value.
+    sampler = fs.LogUniformSampler(max_n_samples=10, max_id=50, min_id=1, fixed_size=True, check_inputs=False)
+    negatives, true_probs, sample_probs = sampler.to("meta").sample(torch.tensor([1, 2], device="meta"))
+    assert negatives.shape == (10,) and true_probs.shape == (2,) and sample_probs.shape == (10,)
+
+
+def test_sampler_label_checks():
+    sampler = fs.LogUniformSampler(5, 10)
+    with pytest.raises(TypeError, match="Labels must be a torch.Tensor"):
+        sampler.sample([1, 2])
+    with pytest.raises(ValueError, match="dtype long"):
+        sampler.sample(torch.tensor([1, 2], dtype=torch.int32))
+    with pytest.raises(ValueError, match="1-dimensional"):
+        sampler.sample(torch.ones(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty"):
+        sampler.sample(torch.empty(0, dtype=torch.long))
+    for bad in (-1, 10):  # the reference lets max_id through its check, then fails indexing dist
+        with pytest.raises(ValueError, match=r"\[0, max_id\)"):
+            sampler.sample(torch.tensor([1, bad]))
+    with pytest.raises(ValueError, match="max_id must be a positive integer"):
+        fs.LogUniformSampler(5, 0)
+    with pytest.raises(ValueError, match="n_sample must be a positive integer"):
+        fs.LogUniformSampler(0, 10)
+    with pytest.raises(ValueError, match="min_id"):
+        fs.LogUniformSampler(5, 10, min_id=10)
+
+
+def test_sample_works_on_a_transformers4rec_shaped_instance():
+    """``LogUniformSampler.sample`` set on Transformers4Rec's class: it only needs T4Rec's attributes."""
+
+    class UpstreamShaped(torch.nn.Module):
+        def __init__(self, max_n_samples, max_id, min_id):
+            super().__init__()
+            self.max_id, self.unique_sampling, self.max_n_samples = max_id, True, max_n_samples
+            self.n_sample = 2 * max_n_samples
+            dist = rules.log_uniform_distribution(max_id, min_id)
+            self.register_buffer("dist", dist)
+            self.register_buffer("unique_sampling_dist", rules.unique_sampling_distribution(dist, self.n_sample))
+
+        sample = fs.LogUniformSampler.sample
+
+    upstream, ours = UpstreamShaped(10, 60, 1), fs.LogUniformSampler(10, 60, 1)
+    labels = torch.tensor([4, 7])
+    torch.manual_seed(1)
+    got = upstream.sample(labels)
+    torch.manual_seed(1)
+    expected = ours.sample(labels)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert list(upstream.state_dict()) == ["dist", "unique_sampling_dist"]
+
+
+def test_against_transformers4rec_when_installed():
+    prediction_task = pytest.importorskip("transformers4rec.torch.model.prediction_task")
+    for args in [(100, 1000, 1), (7, 50, 0, False), (3, 4, 1, True, 3)]:
+        upstream, ours = prediction_task.LogUniformSampler(*args), fs.LogUniformSampler(*args)
+        assert torch.equal(upstream.dist, ours.dist)
+        assert torch.equal(upstream.unique_sampling_dist, ours.unique_sampling_dist)
+        assert (upstream.n_sample, upstream.max_n_samples) == (ours.n_sample, ours.max_n_samples)
+        labels = torch.tensor([1, 2, 3])
+        torch.manual_seed(5)
+        swapped = fs.LogUniformSampler.sample(upstream, labels)
+        torch.manual_seed(5)
+        assert all(torch.equal(a, b) for a, b in zip(swapped, ours.sample(labels)))
+
+
+# ==================================================================================================
+# Ops and backends
+# ==================================================================================================
+def _merlin_cases(large):
+    cases = [(0, 5), (3, 0), (1, 1), (3, 5), (5, 7), (4, 32), (2, 4)]
+    if large:
+        cases += [(97, 513), (4096, 200)]
+    for dtype in (torch.int64, torch.int32):
+        for batch, length in cases:
+            yield _random_ids(batch, length, 6, generator_seed=batch * 31 + length, dtype=dtype)
+
+
+def _run(backend, op, *args):
+    with fastmask.use_backend(backend):
+        return op(*args)
+
+
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_merlin_op_backends_bit_for_bit(backend):
+    large = backend == "cpp"
+    for ids in _merlin_cases(large):
+        for seed, probability in [(0, 0.2), (2**63 - 5, 0.7), (12345, 1.0)]:
+            for reset_any in (False, True):
+                threshold = bernoulli_threshold(probability)
+                got = _run(backend, sequence_ops.merlin_mask_random, ids, _seed(seed), 0, threshold, reset_any)
+                expected = rules.merlin_mask_random(ids, seed, 0, threshold, reset_any)
+                assert torch.equal(got, expected), (backend, tuple(ids.shape), seed, probability, reset_any)
+        assert fastmask.ops.last_backend("merlin_mask_random") == backend
+    padded_with_5 = torch.tensor([[5, 1, 5, 2], [3, 5, 5, 5]])
+    got = _run(backend, sequence_ops.merlin_mask_random, padded_with_5, _seed(3), 5, 2**31, True)
+    assert torch.equal(got, rules.merlin_mask_random(padded_with_5, 3, 5, 2**31, True))
+
+
+def _bert4rec_cases(large):
+    cases = [(0, 5, 9), (3, 0, 9), (1, 1, 2), (3, 5, 4), (5, 7, 1000), (4, 32, 7), (2, 4, 3)]
+    if large:
+        cases += [(9, 97, 6), (2048, 200, 5000)]
+    for dtype in (torch.int64, torch.int32):
+        for batch, length, n_items in cases:
+            yield _random_ids(batch, length, n_items, generator_seed=batch + length, dtype=dtype), n_items
+
+
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_bert4rec_op_backends_bit_for_bit(backend):
+    large = backend == "cpp"
+    for ids, n_items in _bert4rec_cases(large):
+        for seed, ratio in [(1, 0.2), (2**63 - 9, 0.6), (77, 1.0)]:
+            threshold = bernoulli_threshold(ratio)
+            width = max(1, int(ratio * max(ids.shape[1], 1)))
+            got = _run(backend, sequence_ops.bert4rec_mask, ids, _seed(seed), n_items, threshold, width)
+            expected = rules.bert4rec_mask(ids, seed, n_items, threshold, width)
+            assert all(torch.equal(a, b) for a, b in zip(got, expected)), (backend, tuple(ids.shape), n_items, seed)
+    # The fallback scan: only item 20 of [1, 40) is missing from the rows.
+    rows = torch.cat([torch.arange(1, 20), torch.arange(21, 40)]).repeat(2, 1)
+    got = _run(backend, sequence_ops.bert4rec_mask, rows, _seed(5), 40, 2**32, 3)
+    assert got[2].tolist() == [[20, 20, 20]] * 2
+    assert all(torch.equal(a, b) for a, b in zip(got, rules.bert4rec_mask(rows, 5, 40, 2**32, 3)))
+
+
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_log_uniform_op_backends_bit_for_bit(backend):
+    cases = [(1, 0, 7), (2, 1, 1), (50, 1, 300), (1000, 3, 513)]
+    if backend == "cpp":
+        cases += [(5_000_000, 1, 1_000_001), (20, 1, 0)]
+    for max_id, min_id, num_draws in cases:
+        table = rules.log_uniform_cdf_table(rules.log_uniform_distribution(max_id, min_id))
+        for seed in (0, 2**63 - 1):
+            got = _run(backend, sequence_ops.log_uniform_draws, table, _seed(seed), num_draws)
+            assert torch.equal(got, rules.log_uniform_draws(table, seed, num_draws)), (backend, max_id, num_draws)
+
+
+def test_ops_check_arguments():
+    ids = torch.tensor([[1, 2, 0]])
+    with pytest.raises(TypeError, match="seed must be an int64 tensor"):
+        sequence_ops.merlin_mask_random(ids, torch.tensor([1.0]), 0, 5, False)
+    with pytest.raises(ValueError, match="threshold"):
+        sequence_ops.merlin_mask_random(ids, _seed(1), 0, 2**32 + 1, False)
+    with pytest.raises(ValueError, match="padding_idx=300 does not fit"):
+        sequence_ops.merlin_mask_random(ids.to(torch.int8), _seed(1), 300, 5, False)
+    with pytest.raises(ValueError, match="n_items"):
+        sequence_ops.bert4rec_mask(ids, _seed(1), 1, 5, 2)
+    with pytest.raises(ValueError, match="mask_item_length"):
+        sequence_ops.bert4rec_mask(ids, _seed(1), 5, 5, 0)
+    with pytest.raises(TypeError, match="item_seq must be an integer tensor"):
+        sequence_ops.bert4rec_mask(ids.float(), _seed(1), 5, 5, 2)
+    with pytest.raises(TypeError, match="cdf_table"):
+        sequence_ops.log_uniform_draws(torch.zeros(3), _seed(1), 5)
+    with pytest.raises(ValueError, match="num_draws"):
+        sequence_ops.log_uniform_draws(torch.zeros(3, dtype=torch.long), _seed(1), -1)
+
+
+@pytest.mark.skipif("cpp" not in fastmask.backends(), reason="compiled extension not built")
+def test_compiled_ops_check_arguments():
+    ops = torch.ops.fastmask_C
+    ids = torch.tensor([[1, 2, 0]])
+    with pytest.raises(ValueError, match="threshold"):
+        ops.merlin_mask_random(ids, _seed(1), 0, -1, False)
+    with pytest.raises(ValueError, match="n_items"):
+        ops.bert4rec_mask(ids, _seed(1), 1, 5, 2)
+    with pytest.raises(TypeError, match="item_ids must be an integer tensor"):
+        ops.bert4rec_mask(ids.float(), _seed(1), 5, 5, 2)
+    with pytest.raises(ValueError, match="num_draws"):
+        ops.log_uniform_draws(torch.zeros(3, dtype=torch.long), _seed(1), -1)
+    with pytest.raises(ValueError, match="seed must hold exactly one value"):
+        ops.log_uniform_draws(torch.zeros(3, dtype=torch.long), torch.zeros(2, dtype=torch.long), 3)
+
+
+@pytest.mark.parametrize("backend", ["reference", *[b for b in COMPILED_BACKENDS if b == "cpp"]])
+def test_opcheck(backend):
+    ids = _random_ids(4, 6, 9, generator_seed=8)
+    table = rules.log_uniform_cdf_table(rules.log_uniform_distribution(30, 1))
+    samples = [
+        (sequence_ops.merlin_mask_random, (ids, _seed(3), 0, 2**30, False)),
+        (sequence_ops.bert4rec_mask, (ids, _seed(3), 9, 2**31, 3)),
+        (sequence_ops.log_uniform_draws, (table, _seed(3), 17)),
+    ]
+    with fastmask.use_backend(backend):
+        for op, args in samples:
+            torch.library.opcheck(op, args)
