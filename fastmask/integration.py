@@ -21,6 +21,7 @@ CLM has no random step and is left untouched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 
 _MISSING = object()
@@ -47,6 +48,9 @@ _METRIC_CLASSES = ("PrecisionAt", "RecallAt", "AvgPrecisionAt", "DCGAt", "NDCGAt
 _METRIC_METHODS = {"RankingMetric": ("full_state_update", "update")} | {
     name: ("_metric", "_needs_ideal", "_from_ranked") for name in _METRIC_CLASSES
 }
+# Methods that instances keep bound from construction on: torchmetrics binds ``update`` in
+# ``Metric.__init__``, AvgPrecisionAt and NDCGAt keep an inner metric's ``_metric``.
+_BOUND_AT_CONSTRUCTION = ("update", "_metric")
 
 
 def _transformers4rec_modules():
@@ -78,13 +82,33 @@ def _t4rec_class(module, name):
     return cls
 
 
-def _method_replacements(t4r_module, fastmask_module, methods):
+def _while_patched(name, fastmask_method):
+    """``fastmask_method`` while patched, the instance's class's own ``name`` once unpatched.
+
+    For methods bound at construction: a metric built while patched and used after unpatching
+    must run Transformers4Rec's method, not fastmask's (whose helpers are gone from the class).
+    """
+
+    @functools.wraps(fastmask_method)
+    def method(self, *args, **kwargs):
+        if _originals:
+            return fastmask_method(self, *args, **kwargs)
+        return getattr(type(self), name)(self, *args, **kwargs)
+
+    return method
+
+
+def _method_replacements(t4r_module, fastmask_module, methods, bound_at_construction=()):
     """(Transformers4Rec class, name, fastmask's attribute of that name) for every entry of ``methods``."""
     replacements = []
     for class_name, names in methods.items():
         target = _t4rec_class(t4r_module, class_name)
         source = getattr(fastmask_module, class_name)
-        replacements += [(target, name, _attribute(source, name)) for name in names]
+        for name in names:
+            value = _attribute(source, name)
+            if name in bound_at_construction:
+                value = _while_patched(name, value)
+            replacements.append((target, name, value))
     return replacements
 
 
@@ -97,7 +121,7 @@ def _replacements():
     return (
         [(mask_sequence, name, options[name].default) for name in _MASKING_OPTIONS]
         + _method_replacements(t4r_masking, masking, _MASKING_METHODS)
-        + _method_replacements(t4r_ranking_metric, ranking_metric, _METRIC_METHODS)
+        + _method_replacements(t4r_ranking_metric, ranking_metric, _METRIC_METHODS, _BOUND_AT_CONSTRUCTION)
     )
 
 

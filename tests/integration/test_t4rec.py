@@ -416,6 +416,41 @@ def test_patched_metrics_equal_transformers4rec(name, labels_onehot, op_calls):
     assert_metric_runs_equal(run, op_calls)
 
 
+@pytest.mark.parametrize("name", METRIC_NAMES)
+def test_metrics_built_before_patching_or_used_after_unpatching(name, op_calls, monkeypatch):
+    """Metrics bind methods when built; each runs fastmask's exactly while patched."""
+    scores, targets = metric_inputs(labels_onehot=True)
+    onehot_calls = []
+    onehot = t4r_ranking_metric.torch_utils.tranform_label_to_onehot
+    monkeypatch.setattr(
+        t4r_ranking_metric.torch_utils, "tranform_label_to_onehot",
+        lambda *args: onehot_calls.append(1) or onehot(*args),
+    )
+
+    def build():
+        metric = t4r_ranking_metric.ranking_metrics_registry[name]
+        metric.top_ks, metric.labels_onehot = [1, 3, 10], True
+        return metric
+
+    expected = build()(scores, targets)
+    built_before = build()
+    onehot_calls.clear()
+    with fastmask.patched_transformers4rec():
+        built_while = build()
+        assert torch.equal(built_while(scores, targets), expected)
+        assert onehot_calls == [], "fastmask's update ranks item ids without a one-hot tensor"
+        assert op_calls == ["target_ranks"]
+        op_calls.clear()
+        assert torch.equal(built_before(scores, targets), expected)  # Transformers4Rec's update, fastmask's _metric
+        assert op_calls and set(op_calls) == {"target_ranks"}
+
+    op_calls.clear()
+    for metric in (built_before, built_while):
+        metric.reset()
+        assert torch.equal(metric(scores, targets), expected)
+    assert op_calls == []
+
+
 # Transformers4Rec's own tie cases (tests/unit/torch/test_ranking_metrics.py): equal scores rank
 # lower item ids first. On ties in general torch.topk's order is unspecified, so the reference's
 # values are not defined there; fastmask always ranks ties by item id.
