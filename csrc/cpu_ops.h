@@ -47,7 +47,7 @@ void to_float(const scalar_t* src, float* dst, int64_t n) {
 
 // The 64 bits of a CPU seed tensor (already checked by check_seed) as the Philox key.
 inline uint64_t seed_key_cpu(const at::Tensor& seed) {
-  return static_cast<uint64_t>(seed.reshape({-1})[0].item<int64_t>());
+  return static_cast<uint64_t>(*seed.const_data_ptr<int64_t>());  // one element: strides do not matter
 }
 
 }  // namespace fastmask

@@ -167,6 +167,12 @@ def test_gumbel_argmax_float64_beyond_float32_range():
         assert torch.equal(C.gumbel_argmax(logits, seed_tensor(seed)), ref_sampling.gumbel_argmax(logits, seed))
 
 
+def test_seed_tensor_views_are_read_at_their_offset():
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    for seed in (torch.tensor([0, 0, 77])[2:], torch.tensor([[77]]), torch.tensor([77, 1])[::2]):
+        assert torch.equal(C.mlm_mask(ids, seed, 0, 2**31), ref_masking.mlm_mask(ids, 77, 0, 2**31))
+
+
 def test_gumbel_argmax_rows_and_seeds_change_the_sample():
     logits = torch.zeros(64, 1000)
     samples = C.gumbel_argmax(logits, seed_tensor(3))
