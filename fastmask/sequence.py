@@ -34,15 +34,6 @@ def _check_int(name: str, value, minimum: int) -> int:
     return value
 
 
-def _check_id_tensor(name: str, ids) -> None:
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(ids).__name__}")
-    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer ids, got dtype {ids.dtype}")
-    if ids.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (batch, seq_len), got shape {tuple(ids.shape)}")
-
-
 # --------------------------------------------------------------------------------------------------
 # Merlin Models
 # --------------------------------------------------------------------------------------------------
@@ -171,7 +162,7 @@ class BERT4RecMasking:
         self.generator = generator
 
     def __call__(self, item_seq: torch.Tensor) -> BERT4RecBatch:
-        _check_id_tensor("item_seq", item_seq)
+        sequence_ops.check_ids("item_seq", item_seq, 0)
         seed = draw_seed(item_seq.device, self.generator)
         threshold = bernoulli_threshold(self.mask_ratio)
         return BERT4RecBatch(
@@ -193,7 +184,7 @@ def reconstruct_test_data(
     Lengths must be in [0, L]; checking them reads them back to the host (``check_inputs=False``
     skips it, as do ``torch.compile`` and CUDA-graph capture).
     """
-    _check_id_tensor("item_seq", item_seq)
+    sequence_ops.check_ids("item_seq", item_seq, 0)
     _check_int("n_items", n_items, 2)
     if not isinstance(item_seq_len, torch.Tensor) or item_seq_len.dtype.is_floating_point or item_seq_len.dtype == torch.bool:
         raise TypeError("item_seq_len must be an integer torch.Tensor of shape (batch,)")

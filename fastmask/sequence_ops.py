@@ -22,7 +22,8 @@ _MAX_BERT4REC_LENGTH = 2**28
 _MAX_LOG_UNIFORM_DRAWS = 2**33
 
 
-def _check_ids(name: str, ids: Tensor, padding_idx: int) -> None:
+def check_ids(name: str, ids: Tensor, padding_idx: int) -> None:
+    """``ids``: a 2-D integer tensor whose dtype holds ``padding_idx`` (checked from metadata only)."""
     if not isinstance(ids, Tensor) or ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
     if ids.ndim != 2:
@@ -73,7 +74,7 @@ def merlin_mask_random(
 ) -> Tensor:
     """Merlin Models ``SequenceMaskRandom`` targets as a bool (B, L) mask (``threshold`` =
     ``bernoulli_threshold(masking_prob)``); see ``fastmask.reference.sequence.merlin_mask_random``."""
-    _check_ids("item_ids", item_ids, padding_idx)
+    check_ids("item_ids", item_ids, padding_idx)
     _check_seed(seed, item_ids.device)
     _check_threshold(threshold)
     return run("merlin_mask_random", item_ids.device, item_ids, seed, padding_idx, threshold, reset_any_full_row)
@@ -90,7 +91,7 @@ def bert4rec_mask(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """RecBole BERT4Rec masking: int64 (masked_item_seq (B, L), pos_items, neg_items, masked_index
     (B, mask_item_length)); see ``fastmask.reference.sequence.bert4rec_mask``."""
-    _check_ids("item_seq", item_seq, 0)
+    check_ids("item_seq", item_seq, 0)
     _check_seed(seed, item_seq.device)
     _check_threshold(threshold)
     if n_items < 2:

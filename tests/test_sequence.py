@@ -485,6 +485,9 @@ def test_merlin_op_backends_bit_for_bit(backend):
     padded_with_5 = torch.tensor([[5, 1, 5, 2], [3, 5, 5, 5]])
     got = _run(backend, sequence_ops.merlin_mask_random, padded_with_5, _seed(3), 5, 2**31, True)
     assert torch.equal(got, rules.merlin_mask_random(padded_with_5, 3, 5, 2**31, True))
+    strided = _random_ids(6, 10, 6, generator_seed=9)[:, ::2]
+    got = _run(backend, sequence_ops.merlin_mask_random, strided, _seed(4), 0, 2**31, False)
+    assert torch.equal(got, rules.merlin_mask_random(strided, 4, 0, 2**31, False))
 
 
 def _bert4rec_cases(large):
@@ -506,6 +509,9 @@ def test_bert4rec_op_backends_bit_for_bit(backend):
             got = _run(backend, sequence_ops.bert4rec_mask, ids, _seed(seed), n_items, threshold, width)
             expected = rules.bert4rec_mask(ids, seed, n_items, threshold, width)
             assert all(torch.equal(a, b) for a, b in zip(got, expected)), (backend, tuple(ids.shape), n_items, seed)
+    strided = _random_ids(6, 10, 9, generator_seed=9)[:, ::2]
+    got = _run(backend, sequence_ops.bert4rec_mask, strided, _seed(4), 9, 2**31, 2)
+    assert all(torch.equal(a, b) for a, b in zip(got, rules.bert4rec_mask(strided, 4, 9, 2**31, 2)))
     # The fallback scan: only item 20 of [1, 40) is missing from the rows.
     rows = torch.cat([torch.arange(1, 20), torch.arange(21, 40)]).repeat(2, 1)
     got = _run(backend, sequence_ops.bert4rec_mask, rows, _seed(5), 40, 2**32, 3)
@@ -565,11 +571,23 @@ def test_compiled_ops_check_arguments():
 def test_opcheck(backend):
     ids = _random_ids(4, 6, 9, generator_seed=8)
     table = rules.log_uniform_cdf_table(rules.log_uniform_distribution(30, 1))
-    samples = [
-        (sequence_ops.merlin_mask_random, (ids, _seed(3), 0, 2**30, False)),
-        (sequence_ops.bert4rec_mask, (ids, _seed(3), 9, 2**31, 3)),
-        (sequence_ops.log_uniform_draws, (table, _seed(3), 17)),
-    ]
+    samples = {
+        "merlin_mask_random": (ids, _seed(3), 0, 2**30, False),
+        "bert4rec_mask": (ids, _seed(3), 9, 2**31, 3),
+        "log_uniform_draws": (table, _seed(3), 17),
+    }
     with fastmask.use_backend(backend):
-        for op, args in samples:
-            torch.library.opcheck(op, args)
+        for name, args in samples.items():
+            torch.library.opcheck(getattr(sequence_ops, name), args)
+            if backend == "cpp":  # the compiled op itself, with its registered fake
+                torch.library.opcheck(getattr(torch.ops.fastmask_C, name).default, args)
+
+
+def test_fixed_size_sampler_compiles_without_graph_breaks():
+    sampler = fs.LogUniformSampler(max_n_samples=10, max_id=100, min_id=1, fixed_size=True)
+    compiled = torch.compile(sampler.sample, fullgraph=True)
+    labels = torch.tensor([1, 2])
+    torch.manual_seed(1)
+    got = compiled(labels)
+    torch.manual_seed(1)
+    assert all(torch.equal(a, b) for a, b in zip(got, sampler.sample(labels)))
