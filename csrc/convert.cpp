@@ -26,7 +26,7 @@ __attribute__((target("avx,f16c"))) void half_to_float_f16c(const c10::Half* src
 
 void half_to_float(const c10::Half* src, float* dst, int64_t n) {
 #ifdef FASTMASK_X86_DISPATCH
-  static const bool has_f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  static const bool has_f16c = simd_allowed() && __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
   if (has_f16c) return half_to_float_f16c(src, dst, n);
 #endif
   half_to_float_portable(src, dst, n);

@@ -4,6 +4,8 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <tuple>
 #include <type_traits>
 
@@ -11,6 +13,17 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define FASTMASK_X86_DISPATCH 1
 #endif
+
+namespace fastmask {
+// FASTMASK_CPU_PORTABLE=1 runs the portable code even where AVX2 / F16C exist, so that it is tested.
+inline bool simd_allowed() {
+  static const bool allowed = [] {
+    const char* portable = std::getenv("FASTMASK_CPU_PORTABLE");
+    return portable == nullptr || std::strcmp(portable, "1") != 0;
+  }();
+  return allowed;
+}
+}  // namespace fastmask
 
 namespace fastmask {
 

@@ -168,7 +168,7 @@ struct ChunkKernels {
 const ChunkKernels& chunk_kernels() {
   static const ChunkKernels kernels = [] {
 #ifdef FASTMASK_X86_DISPATCH
-    if (__builtin_cpu_supports("avx2")) return ChunkKernels{philox_chunk_avx2, scan_full_avx2};
+    if (simd_allowed() && __builtin_cpu_supports("avx2")) return ChunkKernels{philox_chunk_avx2, scan_full_avx2};
 #endif
     return ChunkKernels{philox_chunk_portable, scan_full_portable};
   }();

@@ -1,5 +1,8 @@
 """The compiled CPU ops (torch.ops.fastmask_C) return exactly the reference's bits."""
 import itertools
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -159,6 +162,34 @@ def test_gumbel_argmax_matches_reference(dtype):
         seed = SEEDS[case % len(SEEDS)]
         got = C.gumbel_argmax(logits, seed_tensor(seed))
         assert torch.equal(got, ref_sampling.gumbel_argmax(logits, seed)), name
+
+
+PORTABLE_SCRIPT = """
+import torch
+from fastmask import _backend
+from fastmask.reference import ranking, sampling
+_backend.compiled_extension()
+g = torch.Generator().manual_seed(21)
+for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+    for rows, vocab in ((3, 1), (4, 128), (3, 1000), (2, 20_001)):
+        logits = (torch.randn(rows, vocab, generator=g) * 3).to(dtype)
+        got = torch.ops.fastmask_C.gumbel_argmax(logits, torch.tensor([rows * vocab]))
+        assert torch.equal(got, sampling.gumbel_argmax(logits, rows * vocab)), (dtype, rows, vocab)
+        items = torch.randint(-1, vocab, (rows, 3), generator=g)
+        assert torch.equal(torch.ops.fastmask_C.target_ranks(logits, items), ranking.target_ranks(logits, items))
+print("portable ok")
+"""
+
+
+def test_portable_code_paths_match_reference():
+    # The AVX2 / F16C paths run everywhere else in this file; FASTMASK_CPU_PORTABLE=1 selects the others.
+    env = {**os.environ, "FASTMASK_CPU_PORTABLE": "1"}
+    result = subprocess.run([sys.executable, "-c", PORTABLE_SCRIPT], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and "portable ok" in result.stdout, result.stderr
+
+
+def test_extension_reports_cuda_support():
+    assert _backend.compiled_extension().WITH_CUDA in (True, False)
 
 
 def test_gumbel_argmax_float64_beyond_float32_range():
