@@ -19,14 +19,16 @@ inline void check_rows(const char* name, int64_t rows) {
 
 // item_ids: 2-D integer tensor whose dtype can hold padding_idx (compared in that dtype).
 inline void check_item_ids(const at::Tensor& item_ids, int64_t padding_idx) {
-  TORCH_CHECK_TYPE(at::isIntegralType(item_ids.scalar_type(), /*includeBool=*/false),
-                   "item_ids must be an integer tensor, got ", item_ids.scalar_type());
+  const at::ScalarType dtype = item_ids.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kLong || dtype == at::kInt || dtype == at::kShort || dtype == at::kChar ||
+                       dtype == at::kByte,
+                   "item_ids must be an integer tensor (int64, int32, int16, int8 or uint8), got ", dtype);
   TORCH_CHECK_VALUE(item_ids.dim() == 2, "item_ids must be 2-D (batch, length), got shape ", item_ids.sizes());
   check_rows("item_ids", item_ids.size(0));
-  AT_DISPATCH_INTEGRAL_TYPES(item_ids.scalar_type(), "check_item_ids", [&] {
+  AT_DISPATCH_INTEGRAL_TYPES(dtype, "check_item_ids", [&] {
     TORCH_CHECK_VALUE(padding_idx >= static_cast<int64_t>(std::numeric_limits<scalar_t>::min()) &&
                           static_cast<uint64_t>(padding_idx) <= static_cast<uint64_t>(std::numeric_limits<scalar_t>::max()),
-                      "padding_idx=", padding_idx, " does not fit item_ids' dtype ", item_ids.scalar_type());
+                      "padding_idx=", padding_idx, " does not fit item_ids' dtype ", dtype);
   });
 }
 

@@ -88,6 +88,18 @@ def test_plm_train_masks_matches_reference(permute_all, plm_probability):
                     ref_masking.plm_train_masks(ids, seed, padding_idx, max_span, context, permute_all))
 
 
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int8, torch.uint8])
+def test_narrow_id_dtypes_match_reference(dtype):
+    generator = torch.Generator().manual_seed(18)
+    ids = session_ids(9, 23, "scattered", 2, dtype, generator)
+    context = ref_masking.plm_context_lengths(0.25, 4)
+    for seed in SEEDS[:3]:
+        assert_same(C.mlm_mask(ids, seed_tensor(seed), 2, 2**31), ref_masking.mlm_mask(ids, seed, 2, 2**31))
+        assert_same(C.plm_train_masks(ids, seed_tensor(seed), 2, 4, context, False),
+                    ref_masking.plm_train_masks(ids, seed, 2, 4, context, False))
+    assert_same(C.plm_eval_perm_mask(ids, 2), ref_masking.plm_eval_perm_mask(ids, 2))
+
+
 def test_plm_forced_position_keeps_reference_quirk():
     # With padding_idx != 0, a forced item whose id is 0 is stored as False, as in the reference.
     ids = torch.tensor([[0, 5, 5, 5, 5, 5, 5, 5, 5, 5], [0, 0, 0, 0, 0, 0, 0, 0, 0, 9]])
@@ -294,6 +306,7 @@ CONTEXT = [0, 6, 12]
     (lambda: C.mlm_mask(IDS[0], SEED, 0, 5), ValueError, "item_ids must be 2-D"),
     (lambda: C.mlm_mask(IDS.float(), SEED, 0, 5), TypeError, "item_ids must be an integer"),
     (lambda: C.mlm_mask(IDS.bool(), SEED, 0, 5), TypeError, "item_ids must be an integer"),
+    (lambda: C.mlm_mask(IDS.to(torch.uint16), SEED, 0, 5), TypeError, "item_ids must be an integer"),
     (lambda: C.mlm_mask(IDS.int(), SEED, 2**40, 5), ValueError, "padding_idx"),
     (lambda: C.mlm_mask(IDS, SEED.int(), 0, 5), TypeError, "seed must be an int64"),
     (lambda: C.mlm_mask(IDS, torch.tensor([1, 2]), 0, 5), ValueError, "seed must hold exactly one"),
