@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-tr = pytest.importorskip("transformers4rec.torch")
+pytest.importorskip("transformers4rec.torch")
 
 from transformers4rec.torch import masking as t4r_masking  # noqa: E402
 from transformers4rec.torch import ranking_metric as t4r_ranking_metric  # noqa: E402
