@@ -32,6 +32,13 @@ inline void check_item_ids(const at::Tensor& item_ids, int64_t padding_idx) {
   });
 }
 
+// Scores the float kernels take: float32, float16, bfloat16 or float64.
+inline void check_float_dtype(const char* name, const at::Tensor& values) {
+  const at::ScalarType dtype = values.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kDouble,
+                   name, " must be float32, float16, bfloat16 or float64, got ", dtype);
+}
+
 // seed: int64 tensor holding one value, on `device`.
 inline void check_seed(const at::Tensor& seed, const c10::Device& device) {
   TORCH_CHECK_TYPE(seed.scalar_type() == at::kLong, "seed must be an int64 tensor, got ", seed.scalar_type());

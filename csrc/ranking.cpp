@@ -79,8 +79,7 @@ void rank_row(const scalar_t* scores, int64_t vocab, const int64_t* items, int64
 }  // namespace
 
 at::Tensor target_ranks_cpu(const at::Tensor& scores, const at::Tensor& items) {
-  TORCH_CHECK_TYPE(at::isFloatingType(scores.scalar_type()),
-                   "scores must be float32, float16, bfloat16 or float64, got ", scores.scalar_type());
+  check_float_dtype("scores", scores);
   TORCH_CHECK_VALUE(scores.dim() == 2, "scores must be 2-D (rows, vocabulary), got shape ", scores.sizes());
   TORCH_CHECK_TYPE(items.scalar_type() == at::kLong, "items must be an int64 tensor, got ", items.scalar_type());
   TORCH_CHECK_VALUE(items.dim() == 2 && items.size(0) == scores.size(0),

@@ -219,8 +219,7 @@ int64_t sample_row(const scalar_t* logits, int64_t vocab, uint64_t seed, uint32_
 }  // namespace
 
 at::Tensor gumbel_argmax_cpu(const at::Tensor& logits, const at::Tensor& seed) {
-  TORCH_CHECK_TYPE(at::isFloatingType(logits.scalar_type()),
-                   "logits must be float32, float16, bfloat16 or float64, got ", logits.scalar_type());
+  check_float_dtype("logits", logits);
   TORCH_CHECK_VALUE(logits.dim() == 2, "logits must be 2-D (rows, vocabulary), got shape ", logits.sizes());
   TORCH_CHECK_VALUE(logits.size(1) >= 1, "logits must have at least one column, got shape ", logits.sizes());
   TORCH_CHECK_VALUE(logits.size(1) <= kMaxVocab, "logits has ", logits.size(1), " columns; at most 2^34 are supported");
