@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import ops
+from ._checks import data_checks_enabled as _data_checks_enabled
 from .reference import masking as rules
 from .reference.philox import bernoulli_threshold
 from .registry import Registry
@@ -45,12 +46,6 @@ def draw_seed(device: torch.device, generator: Optional[torch.Generator] = None)
     Drawn on the device itself, so CUDA-graph replays draw new seeds without a host round trip.
     """
     return torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64, device=device, generator=generator)
-
-
-def _data_checks_enabled(tensor: torch.Tensor, check_inputs: bool) -> bool:
-    if not check_inputs or torch.compiler.is_compiling():
-        return False
-    return not (tensor.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
 def _check_probability(name: str, value: float) -> float:
@@ -130,16 +125,20 @@ class MaskSequence(OutputSizeMixin, nn.Module):
             raise ValueError(f"item_ids must be 2-D (batch, seq_len), got shape {tuple(item_ids.shape)}")
         if not _data_checks_enabled(item_ids, self.check_inputs) or item_ids.numel() == 0:
             return
-        if bool((item_ids < 0).any()):
-            raise ValueError("item_ids must be non-negative item ids")
+        checks = [(item_ids < 0).any()]
         if training and self._needs_items_in_every_row and not self.skip_empty_rows:
-            empty = ((item_ids != self.padding_idx).sum(1) == 0).nonzero().flatten()
-            if len(empty):
-                raise ValueError(
-                    f"item_ids rows {empty[:8].tolist()} contain only padding ({self.padding_idx}); "
-                    f"{type(self).__name__} training needs at least one item per row "
-                    "(pass skip_empty_rows=True to leave such rows without targets)"
-                )
+            empty_rows = (item_ids != self.padding_idx).sum(1) == 0
+            checks.append(empty_rows.any())
+        negative, *empty = torch.stack(checks).tolist()  # one read-back for every check
+        if negative:
+            raise ValueError("item_ids must be non-negative item ids")
+        if any(empty):
+            rows = empty_rows.nonzero().flatten()[:8].tolist()
+            raise ValueError(
+                f"item_ids rows {rows} contain only padding ({self.padding_idx}); "
+                f"{type(self).__name__} training needs at least one item per row "
+                "(pass skip_empty_rows=True to leave such rows without targets)"
+            )
 
     _needs_items_in_every_row = False
 

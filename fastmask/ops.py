@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from . import _backend
+from ._checks import data_checks_enabled
 from .reference import masking as ref_masking
 from .reference import ranking as ref_ranking
 from .reference import sampling as ref_sampling
@@ -143,7 +144,13 @@ def _(logits, seed):
 
 @torch.library.custom_op("fastmask::target_ranks", mutates_args=())
 def target_ranks(scores: Tensor, items: Tensor) -> Tensor:
-    """0-based rank of ``items[n, m]`` among ``scores[n]`` (stable descending order); -1 for item -1."""
+    """0-based rank of ``items[n, m]`` among ``scores[n]`` (stable descending order); -1 for negative items.
+
+    Items >= V raise ValueError (a read-back, skipped under torch.compile and CUDA-graph capture,
+    where such items rank -1).
+    """
+    if items.numel() and data_checks_enabled(items) and bool((items >= scores.shape[-1]).any()):
+        raise ValueError(f"items must be item ids below V = {scores.shape[-1]} (or -1 for none)")
     return run("target_ranks", scores.device, scores, items)
 
 

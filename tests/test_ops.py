@@ -1,0 +1,33 @@
+"""The op layer: the same behaviour on every backend, schemas, fakes and dispatch."""
+import pytest
+import torch
+
+import fastmask
+from fastmask import ops
+
+CPU_BACKENDS = [name for name in fastmask.backends() if name != "cuda"]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_target_ranks_item_range_on_every_backend(backend):
+    scores = torch.tensor([[0.5, 2.0, 1.0, 2.0]])
+    with fastmask.use_backend(backend):
+        with pytest.raises(ValueError, match="items must be item ids below V = 4"):
+            ops.target_ranks(scores, torch.tensor([[4]]))
+        ranks = ops.target_ranks(scores, torch.tensor([[3, -1, -7, 0]]))
+    assert ranks.tolist() == [[1, -1, -1, 3]]
+    assert ops.last_backend("target_ranks") == backend
+
+
+def test_ops_trace_under_compile():
+    ids = torch.tensor([[3, 4, 0], [5, 0, 0]])
+    seed = torch.tensor([11])
+
+    @torch.compile(fullgraph=True, backend="eager")
+    def step(ids, seed):
+        mask = ops.mlm_mask(ids, seed, 0, 2**31)
+        return torch.where(mask, ids, 0), ops.plm_eval_perm_mask(ids, 0)
+
+    targets, perm = step(ids, seed)
+    assert torch.equal(perm, ops.plm_eval_perm_mask(ids, 0))
+    assert torch.equal(targets, torch.where(ops.mlm_mask(ids, seed, 0, 2**31), ids, 0))
