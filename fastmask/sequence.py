@@ -21,7 +21,8 @@ from typing import NamedTuple, Optional
 import torch
 
 from . import sequence_ops
-from .masking import MaskedLanguageModeling, MaskingInfo, MaskSequence, _check_probability, _data_checks_enabled, draw_seed
+from ._checks import data_checks_enabled
+from .masking import MaskedLanguageModeling, MaskingInfo, MaskSequence, _check_probability, draw_seed
 from .reference import sequence as rules
 from .reference.philox import bernoulli_threshold
 
@@ -63,7 +64,7 @@ class _MerlinMasking(MaskSequence):
 
     def _check_lengths(self, item_ids: torch.Tensor) -> None:
         """Merlin Models asserts every sequence has more than one item (this reads lengths back to the host)."""
-        if not _data_checks_enabled(item_ids, self.check_inputs) or item_ids.numel() == 0:
+        if not data_checks_enabled(item_ids, self.check_inputs) or item_ids.numel() == 0:
             return
         short = ((item_ids != self.padding_idx).sum(1) <= 1).nonzero().flatten()
         if len(short):
@@ -190,7 +191,7 @@ def reconstruct_test_data(
         raise TypeError("item_seq_len must be an integer torch.Tensor of shape (batch,)")
     if item_seq_len.shape != item_seq.shape[:1]:
         raise ValueError(f"item_seq_len must have shape ({item_seq.shape[0]},), got {tuple(item_seq_len.shape)}")
-    if _data_checks_enabled(item_seq, check_inputs) and item_seq_len.numel():
+    if data_checks_enabled(item_seq, check_inputs) and item_seq_len.numel():
         if bool(((item_seq_len < 0) | (item_seq_len > item_seq.shape[1])).any()):
             raise ValueError(f"item_seq_len values must be in [0, {item_seq.shape[1]}] (the row length)")
     return rules.bert4rec_reconstruct_test_data(item_seq, item_seq_len, n_items)
@@ -310,7 +311,7 @@ class LogUniformSampler(torch.nn.Module):
             )
         if labels.size(0) == 0:
             raise ValueError("Labels must not be an empty tensor.")
-        if _data_checks_enabled(labels, getattr(self, "check_inputs", True)):
+        if data_checks_enabled(labels, getattr(self, "check_inputs", True)):
             if bool((labels < 0).any()) or bool((labels >= self.dist.shape[0]).any()):
                 raise ValueError(f"All label values must be within the range [0, max_id) = [0, {self.dist.shape[0]}).")
 
