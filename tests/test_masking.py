@@ -417,3 +417,15 @@ def test_backend_selection(monkeypatch):
         monkeypatch.setenv("FASTMASK_BACKEND", "cuda")
         with pytest.raises(RuntimeError, match="'cuda' is not available"):
             M.PermutationLanguageModeling(HIDDEN).compute_masked_targets(ids, training=True)
+
+
+@pytest.mark.parametrize("name", ["clm", "mlm", "rtd"])
+def test_eval_on_all_positions(name):
+    ids = _ids()
+    info = M.masking_registry[name](HIDDEN, eval_on_last_item_seq_only=False).compute_masked_targets(
+        ids, training=False, testing=True
+    )
+    assert info.targets.tolist() == [
+        [3, 2, 0, 0, 0, 0], [2, 3, 4, 5, 6, 0], [0, 0, 0, 0, 0, 0], [4, 0, 8, 9, 0, 0]
+    ]
+    assert torch.equal(info.schema, info.targets != 0)
