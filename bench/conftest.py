@@ -1,8 +1,10 @@
 """pytest-benchmark suite for fastmask: ``python -m pytest bench/`` (not collected by the unit tests).
 
 Every benchmark is parametrised over ``contender``: each fastmask backend that measures speed on the
-device (the Triton interpreter on CPU is excluded) plus ``t4rec``, Transformers4Rec's algorithm
-(the installed package, else ``fastmask._t4rec_baseline``). Options:
+device (the Triton interpreter on CPU is excluded) plus its baseline: ``t4rec``, Transformers4Rec's
+algorithm (the installed package, else ``fastmask._t4rec_baseline``), unless the test is marked
+``@pytest.mark.baseline(name)`` (another baseline, e.g. ``per-user loop``) or
+``@pytest.mark.baseline(None)`` (none: fastmask's backends only). Options:
 
   --bench-device cpu|cuda    device (default: cuda when available)
   --bench-size small|default shapes; ``small`` is a quick check that everything runs
@@ -21,6 +23,11 @@ SHAPES = {
     "small": {"masking": (8, 16), "gumbel": (8, 512), "ranks": (16, 1000)},
     "default": {"masking": (256, 50), "gumbel": (256, 50_000), "ranks": (512, 50_000)},
 }
+# Sequence policies: BERT4Rec (batch, length) pairs, Merlin (batch, length), sampler (max_n_samples, max_id, labels).
+SEQUENCE_SHAPES = {
+    "small": {"bert4rec": [(8, 20), (16, 10)], "merlin": (8, 20), "sampler": (20, 1000, 16)},
+    "default": {"bert4rec": [(256, 200), (2048, 50)], "merlin": (512, 200), "sampler": (1000, 1_000_000, 2048)},
+}
 ROUND_BUDGET_S = 1.0  # time aimed at per benchmark
 SLOW_CALL_S = 5.0  # a call this slow gets a single round
 
@@ -30,6 +37,10 @@ def pytest_addoption(parser):
     group.addoption("--bench-device", choices=("cpu", "cuda"),
                     default="cuda" if torch.cuda.is_available() else "cpu")
     group.addoption("--bench-size", choices=tuple(SHAPES), default="default")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "baseline(name): the test's baseline contender instead of t4rec (None: none)")
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +57,11 @@ def shapes(pytestconfig):
 
 
 @pytest.fixture(scope="session")
+def sequence_shapes(pytestconfig):
+    return SEQUENCE_SHAPES[pytestconfig.getoption("--bench-size")]
+
+
+@pytest.fixture(scope="session")
 def t4rec():
     return load_t4rec()
 
@@ -53,14 +69,18 @@ def t4rec():
 def pytest_generate_tests(metafunc):
     if "contender" in metafunc.fixturenames:
         device = torch.device(metafunc.config.getoption("--bench-device"))
-        names = device_backends(device, None) + [T4REC]
+        marker = metafunc.definition.get_closest_marker("baseline")
+        baseline = marker.args[0] if marker else T4REC
+        names = device_backends(device, None) + ([baseline] if baseline else [])
         metafunc.parametrize("contender", names)
 
 
 @pytest.fixture
 def as_contender(contender):
-    """Context in which fastmask calls run on ``contender``'s backend (a no-op for T4Rec)."""
-    return contextlib.nullcontext if contender == T4REC else lambda: _backend.use_backend(contender)
+    """Context in which fastmask calls run on ``contender``'s backend (a no-op for a baseline)."""
+    if contender in _backend.BACKENDS:
+        return lambda: _backend.use_backend(contender)
+    return contextlib.nullcontext
 
 
 @pytest.fixture(scope="session")

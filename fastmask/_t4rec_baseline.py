@@ -13,14 +13,16 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 #
-"""Transformers4Rec 23.12's masking and ranking-metric algorithms, restated as the benchmark baseline.
+"""Transformers4Rec 23.12's masking, ranking-metric and sampler algorithms, restated as the benchmark baseline.
 
 This module restates the algorithms of NVIDIA-Merlin/Transformers4Rec
-(``transformers4rec/torch/masking.py``, ``ranking_metric.py`` and ``utils/torch_utils.py``, Apache-2.0)
-so that ``fastmask.bench`` can time "T4Rec's algorithm" where ``transformers4rec`` is not installed.
+(``transformers4rec/torch/masking.py``, ``ranking_metric.py``, ``utils/torch_utils.py`` and the
+``LogUniformSampler`` of ``model/prediction_task.py``, Apache-2.0) so that ``fastmask.bench`` can time
+"T4Rec's algorithm" where ``transformers4rec`` is not installed.
 It keeps every cost of the original: PLM's per-row Python loops with a ``.item()`` per span and a
-``randperm`` per row, MLM's bernoulli + multinomial, RTD's rand + log + log + softmax + argmax, and
-the metrics' dense one-hot labels with ``torch.topk`` + ``gather`` per metric. The recall keeps the
+``randperm`` per row, MLM's bernoulli + multinomial, RTD's rand + log + log + softmax + argmax,
+the metrics' dense one-hot labels with ``torch.topk`` + ``gather`` per metric, and the sampler's
+label checks + ``multinomial(dist, n, replacement=True).unique()``. The recall keeps the
 batch-size-1 fix of Transformers4Rec PR #779 (``squeeze(dim=1)``), which changes no cost.
 
 Only what the benchmarks call is restated; it is never used by fastmask itself.
@@ -34,6 +36,8 @@ from typing import Optional
 import torch
 import torchmetrics as tm
 from torch import nn
+
+from .reference.sequence import log_uniform_distribution, unique_sampling_distribution
 
 
 @dataclass
@@ -474,3 +478,62 @@ class MeanReciprocalRankAt(RankingMetric):
             values, _ = (topk_labels[:, :k] / (torch.arange(k) + 1).to(device=scores.device)).max(dim=1)
             results[:, index] = values
         return results
+
+
+# -- model/prediction_task.py ---------------------------------------------------------------------
+class LogUniformSampler(torch.nn.Module):
+    """Negatives for sampled softmax. The buffers are built with fastmask's reference functions, which
+    perform T4Rec's operations (``get_log_uniform_distr``, ``get_unique_sampling_distr``); ``sample``
+    performs T4Rec's operations in its order."""
+
+    def __init__(
+        self,
+        max_n_samples: int,
+        max_id: int,
+        min_id: Optional[int] = 0,
+        unique_sampling: bool = True,
+        n_samples_multiplier_before_unique: int = 2,
+    ):
+        super().__init__()
+        if max_id <= 0:
+            raise ValueError("max_id must be a positive integer.")
+        if max_n_samples <= 0:
+            raise ValueError("n_sample must be a positive integer.")
+        self.max_id = max_id
+        self.unique_sampling = unique_sampling
+        self.max_n_samples = max_n_samples
+        self.n_sample = max_n_samples
+        if self.unique_sampling:
+            self.n_sample = int(self.n_sample * n_samples_multiplier_before_unique)
+        with torch.no_grad():
+            dist = log_uniform_distribution(max_id, min_id)
+            self.register_buffer("dist", dist)
+            self.register_buffer("unique_sampling_dist", unique_sampling_distribution(dist, self.n_sample))
+
+    def sample(self, labels: torch.Tensor):
+        if not torch.is_tensor(labels):
+            raise TypeError("Labels must be a torch.Tensor.")
+        if labels.dtype != torch.long:
+            raise ValueError("Labels must be a tensor of dtype long.")
+        if labels.dim() > 2 or (labels.dim() == 2 and min(labels.shape) > 1):
+            raise ValueError(
+                "Labels must be a 1-dimensional tensor or a 2-dimensional tensor"
+                "with one of the dimensions equal to 1."
+            )
+        if labels.size(0) == 0:
+            raise ValueError("Labels must not be an empty tensor.")
+        if (labels < 0).any() or (labels > self.max_id).any():
+            raise ValueError("All label values must be within the range [0, max_id].")
+
+        n_tries = self.n_sample
+
+        with torch.no_grad():
+            neg_samples = torch.multinomial(self.dist, n_tries, replacement=True).unique()[: self.max_n_samples]
+            neg_samples = neg_samples.to(labels.device)
+            dist = self.unique_sampling_dist if self.unique_sampling else self.dist
+            true_probs = dist[labels]
+            samples_probs = dist[neg_samples]
+            return neg_samples, true_probs, samples_probs
+
+    def forward(self, labels):
+        return self.sample(labels)

@@ -1,11 +1,12 @@
-"""fastmask benchmarks: every available backend against the reference and Transformers4Rec's algorithm.
+"""fastmask benchmarks: every available backend against the reference and the algorithm it replaces.
 
 Run ``python -m fastmask.bench`` (or ``fastmask-bench``). For each case (an operation at one shape)
 it times fastmask's drop-in API under every backend available on the device, fastmask's reference
-backend and Transformers4Rec's algorithm on the same inputs. The latter is the installed
-``transformers4rec`` when it imports, else ``fastmask._t4rec_baseline`` (T4Rec 23.12 restated).
-It prints a table, checks the project's performance goals and writes
-``<out>/<device>.json``, ``.md`` and ``.png``.
+backend and the case's baseline on the same inputs. The baseline is Transformers4Rec's algorithm
+(row ``t4rec``: the installed ``transformers4rec`` when it imports, else ``fastmask._t4rec_baseline``,
+T4Rec 23.12 restated), RecBole / hopwise BERT4Rec's per-user Python loop (row ``per-user loop``),
+or none (Merlin Models' masking runs in TensorFlow only). It prints a table, checks the project's
+performance goals and writes ``<out>/<device>.json``, ``.md`` and ``.png``.
 
 Timing: every contender is first called once at tiny shapes (one-time costs: op registration,
 imports), then per measurement one warm-up call (two for Triton, whose first call at a new shape
@@ -43,20 +44,26 @@ DEFAULT_OUT = os.path.join("bench", "results")
 TOP_KS = [10, 20]
 HIDDEN_SIZE = 64
 GiB = 1024**3
+N_ITEMS = 50_000  # item ids of the masking cases are in [1, N_ITEMS)
 T4REC = "t4rec"
+PER_USER_LOOP = "per-user loop"
 REFERENCE = "reference"
 FLOOR = "floor"
 # Backends that measure speed on each device: the Triton interpreter on CPU only checks correctness.
 DEVICE_BACKENDS = {"cpu": ("reference", "cpp"), "cuda": ("reference", "cuda", "triton")}
 COMPILING_BACKENDS = ("triton",)  # their first call at a new shape may compile kernels
 BACKEND_COLORS = {T4REC: "tab:red", REFERENCE: "tab:blue", "cpp": "tab:green", "cuda": "tab:purple",
-                  "triton": "tab:orange", FLOOR: "0.6"}
+                  "triton": "tab:orange", PER_USER_LOOP: "tab:brown", FLOOR: "0.6"}
 
 
 # -- what is timed -------------------------------------------------------------------------------
 @dataclass
 class Case:
-    """One operation at one shape: how to build its inputs and what each contender calls."""
+    """One operation at one shape: how to build its inputs and what each contender calls.
+
+    ``baseline_fn(t4rec_algorithms, inputs)`` returns the baseline's call, timed in the row named
+    ``baseline``; a case without one (``baseline_fn=None``) compares fastmask with its reference only.
+    """
 
     name: str  # unique id, e.g. "plm_train_large"
     op: str  # table label, e.g. "plm_train"
@@ -64,11 +71,16 @@ class Case:
     dtype: str
     make_inputs: Callable[[torch.device], dict]
     fastmask_fn: Callable[[dict], Callable[[], object]]
-    t4rec_fn: Callable[[object, dict], Callable[[], object]]
+    baseline_fn: Optional[Callable[[object, dict], Callable[[], object]]]
     bytes_read: int
     bytes_written: int
     # (shape, dtype) of every output, for the floor: allocate each once and write it once.
     floor_outputs: list = field(default_factory=list)
+    baseline: Optional[str] = T4REC
+
+    @property
+    def baseline_name(self) -> Optional[str]:
+        return self.baseline if self.baseline_fn is not None else None
 
     @property
     def shape_str(self) -> str:
@@ -82,11 +94,11 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def make_item_ids(batch: int, length: int, device: torch.device, seed: int = 0) -> torch.Tensor:
-    """Right-padded ids: row lengths uniform in [1, L], items in [1, 50000), padding 0."""
+def make_item_ids(batch: int, length: int, device: torch.device, seed: int = 0, min_length: int = 1) -> torch.Tensor:
+    """Right-padded ids: row lengths uniform in [min_length, L], items in [1, N_ITEMS), padding 0."""
     gen = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, length + 1, (batch, 1), generator=gen)
-    ids = torch.randint(1, 50_000, (batch, length), generator=gen)
+    lengths = torch.randint(min_length, length + 1, (batch, 1), generator=gen)
+    ids = torch.randint(1, N_ITEMS, (batch, length), generator=gen)
     ids = ids.masked_fill(torch.arange(length)[None, :] >= lengths, 0)
     return ids.to(device)
 
@@ -240,6 +252,79 @@ def _ranks_case(name, rows, vocab):
     )
 
 
+BERT4REC_MASK_RATIO = 0.2
+BERT4REC_SEED = 1234  # the loop takes the seed as an int; its cost does not depend on it
+
+
+def _bert4rec_case(name, batch, length):
+    """RecBole / hopwise BERT4Rec ``mask_itemseq`` on a batch (max_seq_length = L) vs its per-user loop."""
+    mask_item_length = int(BERT4REC_MASK_RATIO * length)
+
+    def fastmask_fn(inputs):
+        from .sequence import BERT4RecMasking
+
+        masking = BERT4RecMasking(N_ITEMS, BERT4REC_MASK_RATIO, length)
+        return lambda: masking(inputs["ids"])
+
+    def loop_fn(_, inputs):
+        from .reference.philox import bernoulli_threshold
+        from .reference.sequence import bert4rec_mask_loop
+
+        threshold = bernoulli_threshold(BERT4REC_MASK_RATIO)
+        return lambda: bert4rec_mask_loop(inputs["ids"], BERT4REC_SEED, N_ITEMS, threshold, mask_item_length)
+
+    return Case(
+        name, "bert4rec_mask", {"B": batch, "L": length, "n_items": N_ITEMS, "mask_ratio": BERT4REC_MASK_RATIO},
+        "int64", lambda device: {"ids": make_item_ids(batch, length, device)}, fastmask_fn, loop_fn,
+        batch * length * 8, (batch * length + 3 * batch * mask_item_length) * 8, baseline=PER_USER_LOOP,
+    )
+
+
+def _merlin_case(name, batch, length):
+    """Merlin Models ``SequenceMaskRandom`` training targets; Merlin's own is TensorFlow: no baseline."""
+
+    def fastmask_fn(inputs):
+        from .sequence import MerlinMaskRandom
+
+        module = MerlinMaskRandom(hidden_size=HIDDEN_SIZE)
+        return lambda: module.compute_masked_targets(inputs["ids"], training=True)
+
+    return Case(
+        name, "merlin_mask_random", {"B": batch, "L": length}, "int64",
+        # Merlin Models rejects sequences of fewer than 2 items.
+        lambda device: {"ids": make_item_ids(batch, length, device, min_length=2)}, fastmask_fn, None,
+        batch * length * 8, batch * length * (1 + 8), baseline=None,
+    )
+
+
+def _sampler_case(name, max_n_samples, max_id, n_labels, fixed_size):
+    """``LogUniformSampler.sample`` for a batch of labels vs T4Rec's (multinomial with replacement + unique)."""
+
+    def make_inputs(device):
+        gen = torch.Generator().manual_seed(6)
+        return {"labels": torch.randint(0, max_id, (n_labels,), generator=gen).to(device)}
+
+    def fastmask_fn(inputs):
+        from .sequence import LogUniformSampler
+
+        labels = inputs["labels"]
+        sampler = LogUniformSampler(max_n_samples, max_id, fixed_size=fixed_size).to(labels.device)
+        return lambda: sampler.sample(labels)
+
+    def t4rec_fn(t4rec, inputs):
+        labels = inputs["labels"]
+        sampler = t4rec.sampler(max_n_samples, max_id).to(labels.device)
+        return lambda: sampler.sample(labels)
+
+    # Reads the labels and one probability per label and per sample; writes samples (int64) and probabilities.
+    return Case(
+        name, "log_uniform_sample" + ("_fixed" if fixed_size else ""),
+        {"labels": n_labels, "max_n_samples": max_n_samples, "max_id": max_id}, "int64",
+        make_inputs, fastmask_fn, t4rec_fn,
+        n_labels * (8 + 4) + max_n_samples * 4, n_labels * 4 + max_n_samples * (8 + 4),
+    )
+
+
 def build_cases(device_type: str, quick: bool) -> list[Case]:
     """The default set. ``quick``: the same cases at tiny shapes (a smoke run, not a measurement)."""
     if quick:
@@ -254,6 +339,11 @@ def build_cases(device_type: str, quick: bool) -> list[Case]:
             _metrics_case("metrics_onehot", 32, 1000, onehot=True),
             _metrics_case("metrics_multihot", 16, 1000, onehot=False),
             _ranks_case("ranks_onehot", 32, 1000),
+            _bert4rec_case("bert4rec_l200", 8, 20),
+            _bert4rec_case("bert4rec_l50", 16, 10),
+            _merlin_case("merlin_random", 8, 20),
+            _sampler_case("sampler", 20, 1000, 16, fixed_size=False),
+            _sampler_case("sampler_fixed", 20, 1000, 16, fixed_size=True),
         ]
     cases = [
         _plm_train_case("plm_train_small", 256, 20),
@@ -277,6 +367,13 @@ def build_cases(device_type: str, quick: bool) -> list[Case]:
             _metrics_case("metrics_multihot", 512, 50_000, onehot=False),
             _ranks_case("ranks_onehot", 2048, 50_000),
         ]
+    cases += [
+        _bert4rec_case("bert4rec_l200", 256, 200),
+        _bert4rec_case("bert4rec_l50", 2048, 50),
+        _merlin_case("merlin_random", 512, 200),
+        _sampler_case("sampler", 1000, 1_000_000, 2048, fixed_size=False),
+        _sampler_case("sampler_fixed", 1000, 1_000_000, 2048, fixed_size=True),
+    ]
     return cases
 
 
@@ -445,6 +542,7 @@ class T4RecAlgorithms:
     masking: object
     metrics: object
     utils: object
+    sampler: type  # LogUniformSampler
 
 
 def load_t4rec(choice: str = "auto") -> T4RecAlgorithms:
@@ -453,6 +551,7 @@ def load_t4rec(choice: str = "auto") -> T4RecAlgorithms:
         try:
             import transformers4rec
             from transformers4rec.torch import masking, ranking_metric
+            from transformers4rec.torch.model.prediction_task import LogUniformSampler
             from transformers4rec.torch.utils import torch_utils
         except ImportError:
             if choice == "installed":
@@ -460,13 +559,13 @@ def load_t4rec(choice: str = "auto") -> T4RecAlgorithms:
         else:
             return T4RecAlgorithms(
                 f"transformers4rec {getattr(transformers4rec, '__version__', '?')} (installed)",
-                masking, ranking_metric, torch_utils,
+                masking, ranking_metric, torch_utils, LogUniformSampler,
             )
     from . import _t4rec_baseline as baseline
 
     return T4RecAlgorithms(
         "fastmask._t4rec_baseline (Transformers4Rec 23.12 algorithms restated; transformers4rec not installed)",
-        baseline, baseline, baseline,
+        baseline, baseline, baseline, baseline.LogUniformSampler,
     )
 
 
@@ -510,15 +609,17 @@ def _time_one(timer: Timer, make_fn: Callable[[], Callable[[], object]], device,
 
 def _row(case: Case, backend: str, timing: dict) -> dict:
     row = {"case": case.name, "op": case.op, "shape": case.shape, "shape_str": case.shape_str,
-           "dtype": case.dtype, "backend": backend,
+           "dtype": case.dtype, "backend": backend, "baseline": case.baseline_name,
            "bytes_read": 0 if backend == FLOOR else case.bytes_read, "bytes_written": case.bytes_written}
     row.update(timing)
     return row
 
 
 def _contenders(case: Case, backends: list[str], device, t4rec: T4RecAlgorithms, inputs: dict):
-    """(name, context, make_fn) for T4Rec, each fastmask backend and the floor; make_fn() returns the call."""
-    contenders = [(T4REC, contextlib.nullcontext, lambda: case.t4rec_fn(t4rec, inputs))]
+    """(name, context, make_fn) for the baseline, each fastmask backend and the floor; make_fn() returns the call."""
+    contenders = []
+    if case.baseline_fn is not None:
+        contenders.append((case.baseline, contextlib.nullcontext, lambda: case.baseline_fn(t4rec, inputs)))
     contenders += [(name, functools.partial(_backend.use_backend, name), lambda: case.fastmask_fn(inputs))
                    for name in backends]
     if case.floor_outputs:
@@ -558,21 +659,25 @@ def run_cases(cases, backends, device, timer, t4rec, progress) -> list[dict]:
 
 
 def add_derived(rows: list[dict], bandwidth: dict) -> None:
-    """Ratios vs reference / T4Rec / floor, GB/s, and fractions of the bandwidths measured in the run."""
+    """Ratios vs reference / the case's baseline / floor, GB/s, and fractions of the bandwidths measured
+    in the run. ``ratio_vs_t4rec`` (what the goals read) is the ratio vs a T4Rec baseline, else None."""
     by_case = {}
     for row in rows:
         by_case.setdefault(row["case"], {})[row["backend"]] = row
     for row in rows:
         same_case = by_case[row["case"]]
         median = row.get("median_s")
-        others = {name: same_case.get(name, {}).get("median_s") for name in (REFERENCE, T4REC, FLOOR)}
+        baseline = same_case.get(row.get("baseline"), {})
+        others = {name: same_case.get(name, {}).get("median_s") for name in (REFERENCE, FLOOR)}
+        others["baseline"] = baseline.get("median_s")
         compared = median is not None and row["backend"] != FLOOR
         row["ratio_vs_reference"] = others[REFERENCE] / median if compared and others[REFERENCE] else None
-        row["ratio_vs_t4rec"] = others[T4REC] / median if compared and others[T4REC] else None
+        row["ratio_vs_baseline"] = others["baseline"] / median if compared and others["baseline"] else None
+        row["ratio_vs_t4rec"] = row["ratio_vs_baseline"] if row.get("baseline") == T4REC else None
         row["time_over_floor"] = median / others[FLOOR] if compared and others[FLOOR] else None
         row["floor_s"] = others[FLOOR]
         row["reference_runs"] = same_case.get(REFERENCE, {}).get("runs")
-        row["t4rec_runs"] = same_case.get(T4REC, {}).get("runs")
+        row["baseline_runs"] = baseline.get("runs")
         measured = median is not None
         row["gbps"] = (row["bytes_read"] + row["bytes_written"]) / median / 1e9 if measured else None
         row["write_gbps"] = row["bytes_written"] / median / 1e9 if measured else None
@@ -669,8 +774,8 @@ def _fmt_ratio(value: Optional[float], single_run: bool = False) -> str:
 
 def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     gpu = report["environment"]["device"] == "cuda"
-    header = ["op", "shape", "dtype", "backend", "median", "runs", "vs reference", "vs T4Rec", "GB/s",
-              "floor", "time/floor"] + (["% copy BW"] if gpu else [])
+    header = ["op", "shape", "dtype", "backend", "median", "runs", "vs reference", "baseline", "vs baseline",
+              "GB/s", "floor", "time/floor"] + (["% copy BW"] if gpu else [])
     lines = []
     for row in report["rows"]:
         error = row.get("error")
@@ -679,7 +784,8 @@ def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
             "error" if error else _fmt_time(row.get("median_s")),
             str(row.get("runs", "-")),
             _fmt_ratio(row.get("ratio_vs_reference"), row.get("reference_runs") == 1),
-            _fmt_ratio(row.get("ratio_vs_t4rec"), row.get("t4rec_runs") == 1),
+            row.get("baseline") or "none",
+            _fmt_ratio(row.get("ratio_vs_baseline"), row.get("baseline_runs") == 1),
             _fmt_number(row.get("gbps")),
             _fmt_time(row.get("floor_s")) if row["backend"] != FLOOR else "-",
             f"{row['time_over_floor']:.2f}" if row.get("time_over_floor") is not None else "-",
@@ -742,9 +848,12 @@ def format_markdown(report: dict) -> str:
         "",
         "## Results",
         "",
-        "`vs reference` and `vs T4Rec` are speed-ups (their time / this time); `(1 run)` marks a ratio whose "
-        "baseline was timed once. `floor` allocates every output and writes it once; `time/floor` is this "
-        "time over it. GB/s counts the bytes the operation must read and write once.",
+        "`vs reference` and `vs baseline` are speed-ups (their time / this time); `(1 run)` marks a ratio "
+        "whose denominator was timed once. `baseline` names the case's baseline row: `t4rec` (Transformers4Rec's "
+        f"algorithm), `{PER_USER_LOOP}` (RecBole / hopwise BERT4Rec's Python loop over users, on fastmask's "
+        "draws) or `none` (Merlin Models' masking is TensorFlow only). `floor` allocates every output and "
+        "writes it once; `time/floor` is this time over it. GB/s counts the bytes the operation must read "
+        "and write once.",
         "",
         format_markdown_table(*table_rows(report)),
         "",
@@ -829,14 +938,15 @@ def _progress(total: int, enabled: bool):
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="fastmask-bench",
-        description="Time fastmask's backends against its reference and Transformers4Rec's algorithm.",
+        description="Time fastmask's backends against its reference and the algorithms it replaces "
+                    "(Transformers4Rec's, RecBole's BERT4Rec loop).",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"),
                         default="cuda" if torch.cuda.is_available() else "cpu",
                         help="device to benchmark (default: cuda when available, else cpu)")
     parser.add_argument("--backend", default=None,
                         help="comma-separated fastmask backends to time (default: every fast one available on "
-                             "the device); the reference and T4Rec are always timed")
+                             "the device); the reference and each case's baseline are always timed")
     parser.add_argument("--quick", action="store_true",
                         help="tiny shapes and few runs: checks that everything runs, measures nothing")
     parser.add_argument("--only", default=None, metavar="PATTERN",
@@ -867,7 +977,7 @@ def run(args: argparse.Namespace) -> dict:
     policy = TimingPolicy.default(device.type, args.quick, args.repeats, args.slow_seconds)
     timer = Timer(device, policy)
 
-    total = 2 + sum(1 + len(backends) + bool(case.floor_outputs) for case in cases)
+    total = 2 + sum((case.baseline_fn is not None) + len(backends) + bool(case.floor_outputs) for case in cases)
     progress = _progress(total, not args.no_progress)
     progress.set_postfix_str("warm-up")
     prime(cases, backends, device, t4rec)

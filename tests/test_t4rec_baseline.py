@@ -102,3 +102,53 @@ def test_discount_matches_log2():
     labels = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     value = dcg._metric(torch.LongTensor([3]), torch.tensor([[4.0, 3.0, 2.0, 1.0]]), labels)
     assert value.item() == pytest.approx(1 + 1 / math.log2(3) + 1 / math.log2(4))
+
+
+def test_log_uniform_sampler_is_multinomial_with_replacement_then_unique():
+    sampler = t4rec.LogUniformSampler(max_n_samples=30, max_id=500, min_id=2)
+    assert sampler.n_sample == 60
+    labels = torch.tensor([[3], [499], [2]])
+    torch.manual_seed(7)
+    negatives, true_probs, sample_probs = sampler.sample(labels)
+    torch.manual_seed(7)
+    expected = torch.multinomial(sampler.dist, 60, replacement=True).unique()[:30]
+    assert torch.equal(negatives, expected) and negatives.min() >= 2
+    assert torch.equal(true_probs, sampler.unique_sampling_dist[labels])
+    assert torch.equal(sample_probs, sampler.unique_sampling_dist[negatives])
+    assert sampler.dist[:2].eq(0).all() and sampler.dist.sum().item() == pytest.approx(1, abs=1e-5)
+    assert torch.allclose(sampler.unique_sampling_dist.double(), 1 - (1 + sampler.dist.double()) ** -60, rtol=1e-6)
+
+
+def test_log_uniform_sampler_without_unique_sampling_uses_dist():
+    sampler = t4rec.LogUniformSampler(max_n_samples=400, max_id=50, unique_sampling=False)
+    assert sampler.n_sample == 400
+    negatives, true_probs, sample_probs = sampler.sample(torch.tensor([0, 49]))
+    assert torch.equal(negatives, negatives.unique()) and len(negatives) <= 50
+    assert torch.equal(true_probs, sampler.dist[[0, 49]]) and torch.equal(sample_probs, sampler.dist[negatives])
+
+
+def test_log_uniform_sampler_rejects_labels_as_t4rec_does():
+    sampler = t4rec.LogUniformSampler(5, 10)
+    with pytest.raises(ValueError, match="within the range"):
+        sampler.sample(torch.tensor([-1]))
+    with pytest.raises(ValueError, match="dtype long"):
+        sampler.sample(torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="one of the dimensions"):
+        sampler.sample(torch.ones(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty"):
+        sampler.sample(torch.tensor([], dtype=torch.long))
+    with pytest.raises(ValueError, match="max_id"):
+        t4rec.LogUniformSampler(5, 0)
+
+
+def test_log_uniform_sampler_is_transformers4rec_when_installed():
+    prediction_task = pytest.importorskip("transformers4rec.torch.model.prediction_task")
+    for args in [(100, 1000, 1), (7, 50, 0, False), (3, 4, 1, True, 3)]:
+        upstream, restated = prediction_task.LogUniformSampler(*args), t4rec.LogUniformSampler(*args)
+        assert torch.equal(upstream.dist, restated.dist)
+        assert torch.equal(upstream.unique_sampling_dist, restated.unique_sampling_dist)
+        labels = torch.tensor([1, 2, 3])
+        torch.manual_seed(5)
+        expected = upstream.sample(labels)
+        torch.manual_seed(5)
+        assert all(torch.equal(a, b) for a, b in zip(expected, restated.sample(labels)))
