@@ -10,8 +10,9 @@
 
 namespace fastmask {
 
-// Philox's row counter is 32 bits wide.
+// Philox's row counter is 32 bits wide, its element counter (column / 4) too.
 constexpr int64_t kMaxRows = int64_t{1} << 32;
+constexpr int64_t kMaxVocab = int64_t{1} << 34;
 
 inline void check_rows(const char* name, int64_t rows) {
   TORCH_CHECK_VALUE(rows <= kMaxRows, name, " has ", rows, " rows; at most 2^32 are supported");
@@ -37,6 +38,50 @@ inline void check_float_dtype(const char* name, const at::Tensor& values) {
   const at::ScalarType dtype = values.scalar_type();
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kDouble,
                    name, " must be float32, float16, bfloat16 or float64, got ", dtype);
+}
+
+// threshold of a Bernoulli draw: floor(p * 2^32) for probability p, compared with a 32-bit word.
+inline void check_threshold(int64_t threshold) {
+  TORCH_CHECK_VALUE(threshold >= 0 && threshold <= (int64_t{1} << 32),
+                    "threshold must be in [0, 2^32] (floor(p * 2^32) for probability p), got ", threshold);
+}
+
+// PLM's span table: s <= context_lengths[s] < 2^31 for s = 1..max_span_length, so that every step of
+// the span walk advances and every offset bound fits 32 bits.
+inline void check_plm_spans(int64_t max_span_length, c10::IntArrayRef context_lengths) {
+  TORCH_CHECK_VALUE(max_span_length >= 1 && max_span_length < (int64_t{1} << 31),
+                    "max_span_length must be in [1, 2^31), got ", max_span_length);
+  TORCH_CHECK_VALUE(static_cast<int64_t>(context_lengths.size()) == max_span_length + 1,
+                    "context_lengths must have max_span_length + 1 = ", max_span_length + 1,
+                    " entries (span 0..max_span_length), got ", context_lengths.size());
+  for (int64_t span = 1; span <= max_span_length; ++span) {
+    TORCH_CHECK_VALUE(context_lengths[span] >= span && context_lengths[span] < (int64_t{1} << 31),
+                      "context_lengths[", span, "] must be in [", span, ", 2^31), got ", context_lengths[span]);
+  }
+}
+
+// logits of gumbel_argmax: float (rows, vocabulary) with at least one column.
+inline void check_logits(const at::Tensor& logits) {
+  check_float_dtype("logits", logits);
+  TORCH_CHECK_VALUE(logits.dim() == 2, "logits must be 2-D (rows, vocabulary), got shape ", logits.sizes());
+  TORCH_CHECK_VALUE(logits.size(1) >= 1, "logits must have at least one column, got shape ", logits.sizes());
+  TORCH_CHECK_VALUE(logits.size(1) <= kMaxVocab, "logits has ", logits.size(1), " columns; at most 2^34 are supported");
+  check_rows("logits", logits.size(0));
+}
+
+// target_ranks: float scores (N, V) and int64 items (N, M).
+inline void check_rank_inputs(const at::Tensor& scores, const at::Tensor& items) {
+  check_float_dtype("scores", scores);
+  TORCH_CHECK_VALUE(scores.dim() == 2, "scores must be 2-D (rows, vocabulary), got shape ", scores.sizes());
+  TORCH_CHECK_TYPE(items.scalar_type() == at::kLong, "items must be an int64 tensor, got ", items.scalar_type());
+  TORCH_CHECK_VALUE(items.dim() == 2 && items.size(0) == scores.size(0),
+                    "items must be 2-D with one row per scores row (", scores.size(0), ", items per row), got shape ",
+                    items.sizes());
+}
+
+// The largest of target_ranks' items (the reference raises for one beyond the vocabulary).
+inline void check_largest_item(int64_t largest, int64_t vocab) {
+  TORCH_CHECK_VALUE(largest < vocab, "items must be column indices below ", vocab, " (or -1 for none), got ", largest);
 }
 
 // seed: int64 tensor holding one value, on `device`.

@@ -134,8 +134,7 @@ void plm_write_square(const int32_t* order_rank, int64_t length, bool permute_al
 at::Tensor mlm_mask_cpu(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t threshold) {
   check_item_ids(item_ids, padding_idx);
   check_seed(seed, item_ids.device());
-  TORCH_CHECK_VALUE(threshold >= 0 && threshold <= (int64_t{1} << 32),
-                    "threshold must be in [0, 2^32] (floor(p * 2^32) for probability p), got ", threshold);
+  check_threshold(threshold);
   const uint64_t key = seed_key_cpu(seed);
   const at::Tensor ids = item_ids.contiguous();
   const int64_t batch = ids.size(0), length = ids.size(1);
@@ -161,15 +160,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plm_train_masks_cpu(
     c10::IntArrayRef context_lengths, bool permute_all) {
   check_item_ids(item_ids, padding_idx);
   check_seed(seed, item_ids.device());
-  TORCH_CHECK_VALUE(max_span_length >= 1 && max_span_length < (int64_t{1} << 31),
-                    "max_span_length must be in [1, 2^31), got ", max_span_length);
-  TORCH_CHECK_VALUE(static_cast<int64_t>(context_lengths.size()) == max_span_length + 1,
-                    "context_lengths must have max_span_length + 1 = ", max_span_length + 1,
-                    " entries (span 0..max_span_length), got ", context_lengths.size());
-  for (int64_t span = 1; span <= max_span_length; ++span) {
-    TORCH_CHECK_VALUE(context_lengths[span] >= span && context_lengths[span] < (int64_t{1} << 31),
-                      "context_lengths[", span, "] must be in [", span, ", 2^31), got ", context_lengths[span]);
-  }
+  check_plm_spans(max_span_length, context_lengths);
   const PlmRule rule{seed_key_cpu(seed), max_span_length, context_lengths.data(), permute_all};
   const at::Tensor ids = item_ids.contiguous();
   const int64_t batch = ids.size(0), length = ids.size(1);

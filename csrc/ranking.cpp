@@ -79,20 +79,13 @@ void rank_row(const scalar_t* scores, int64_t vocab, const int64_t* items, int64
 }  // namespace
 
 at::Tensor target_ranks_cpu(const at::Tensor& scores, const at::Tensor& items) {
-  check_float_dtype("scores", scores);
-  TORCH_CHECK_VALUE(scores.dim() == 2, "scores must be 2-D (rows, vocabulary), got shape ", scores.sizes());
-  TORCH_CHECK_TYPE(items.scalar_type() == at::kLong, "items must be an int64 tensor, got ", items.scalar_type());
-  TORCH_CHECK_VALUE(items.dim() == 2 && items.size(0) == scores.size(0),
-                    "items must be 2-D with one row per scores row (", scores.size(0), ", items per row), got shape ",
-                    items.sizes());
+  check_rank_inputs(scores, items);
   const at::Tensor values = scores.contiguous();
   const at::Tensor columns = items.contiguous();
   const int64_t rows = values.size(0), vocab = values.size(1), num_items = columns.size(1);
   const int64_t* item_data = columns.const_data_ptr<int64_t>();
   // Checked before any work so that bad input never yields a partial result.
-  const int64_t* too_large = std::find_if(item_data, item_data + columns.numel(), [&](int64_t i) { return i >= vocab; });
-  TORCH_CHECK_VALUE(too_large == item_data + columns.numel(), "items must be column indices below ", vocab,
-                    " (or -1 for none), got ", *too_large);
+  if (columns.numel() > 0) check_largest_item(*std::max_element(item_data, item_data + columns.numel()), vocab);
   at::Tensor ranks = at::empty({rows, num_items}, columns.options());
   int64_t* out = ranks.mutable_data_ptr<int64_t>();
   if (num_items == 0) return ranks;

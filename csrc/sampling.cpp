@@ -31,7 +31,6 @@ constexpr int kBlock = 32;             // columns per bound: 8 calls, one AVX2 v
 constexpr int kBlocks = kChunk / kBlock;
 constexpr int kBucketShift = 20;       // the noise bound table is indexed by a draw's top 12 bits
 constexpr int kBuckets = 1 << (32 - kBucketShift);
-constexpr int64_t kMaxVocab = int64_t{1} << 34;  // Philox's element counter (column / 4) is 32 bits
 
 using ChunkWords = uint32_t[4][kCounters];  // [word][call]
 
@@ -219,11 +218,7 @@ int64_t sample_row(const scalar_t* logits, int64_t vocab, uint64_t seed, uint32_
 }  // namespace
 
 at::Tensor gumbel_argmax_cpu(const at::Tensor& logits, const at::Tensor& seed) {
-  check_float_dtype("logits", logits);
-  TORCH_CHECK_VALUE(logits.dim() == 2, "logits must be 2-D (rows, vocabulary), got shape ", logits.sizes());
-  TORCH_CHECK_VALUE(logits.size(1) >= 1, "logits must have at least one column, got shape ", logits.sizes());
-  TORCH_CHECK_VALUE(logits.size(1) <= kMaxVocab, "logits has ", logits.size(1), " columns; at most 2^34 are supported");
-  check_rows("logits", logits.size(0));
+  check_logits(logits);
   check_seed(seed, logits.device());
   const uint64_t key = seed_key_cpu(seed);
   const at::Tensor values = logits.contiguous();

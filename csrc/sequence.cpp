@@ -22,11 +22,6 @@ constexpr int kLogUniformBits = 62;                // reference LOG_UNIFORM_BITS
 constexpr int64_t kMaxBert4recLength = int64_t{1} << 28;
 constexpr int64_t kMaxLogUniformDraws = int64_t{1} << 33;
 
-void check_threshold(int64_t threshold) {
-  TORCH_CHECK_VALUE(threshold >= 0 && threshold <= (int64_t{1} << 32),
-                    "threshold must be in [0, 2^32] (floor(p * 2^32) for probability p), got ", threshold);
-}
-
 template <typename scalar_t>
 void merlin_row(uint64_t key, uint32_t row, const scalar_t* ids, int64_t length, scalar_t padding, int64_t threshold,
                 bool reset_any_full_row, int64_t longest, bool* mask) {

@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 
 #include "checks.h"
@@ -25,6 +26,7 @@ void check_cuda(cudaError_t status, const char* op) {
 
 const int64_t* seed_pointer(const at::Tensor& seed) { return seed.const_data_ptr<int64_t>(); }
 
+// Launcher element types of inputs already checked by check_item_ids / check_float_dtype.
 cuda::ItemType item_type(const at::Tensor& item_ids) {
   switch (item_ids.scalar_type()) {
     case at::kByte:
@@ -35,19 +37,13 @@ cuda::ItemType item_type(const at::Tensor& item_ids) {
       return cuda::ItemType::kInt16;
     case at::kInt:
       return cuda::ItemType::kInt32;
-    case at::kLong:
-      return cuda::ItemType::kInt64;
     default:
-      TORCH_CHECK_TYPE(false, "item_ids must be an int8/uint8/int16/int32/int64 tensor, got ",
-                       item_ids.scalar_type());
+      return cuda::ItemType::kInt64;
   }
-  return cuda::ItemType::kInt64;
 }
 
-cuda::FloatType float_type(const char* name, const at::Tensor& values) {
+cuda::FloatType float_type(const at::Tensor& values) {
   switch (values.scalar_type()) {
-    case at::kFloat:
-      return cuda::FloatType::kFloat32;
     case at::kHalf:
       return cuda::FloatType::kFloat16;
     case at::kBFloat16:
@@ -55,9 +51,8 @@ cuda::FloatType float_type(const char* name, const at::Tensor& values) {
     case at::kDouble:
       return cuda::FloatType::kFloat64;
     default:
-      TORCH_CHECK_TYPE(false, name, " must be float32, float16, bfloat16 or float64, got ", values.scalar_type());
+      return cuda::FloatType::kFloat32;
   }
-  return cuda::FloatType::kFloat32;
 }
 
 // Sizes the split of long rows over several blocks.
@@ -72,8 +67,7 @@ at::Tensor mlm_mask_cuda(const at::Tensor& item_ids, const at::Tensor& seed, int
   check_on_cuda("item_ids", item_ids);
   check_item_ids(item_ids, padding_idx);
   check_seed(seed, item_ids.device());
-  TORCH_CHECK_VALUE(threshold >= 0 && threshold <= (int64_t{1} << 32),
-                    "threshold must be in [0, 2^32] (floor(p * 2^32) for probability p), got ", threshold);
+  check_threshold(threshold);
   const c10::cuda::CUDAGuard guard(item_ids.device());
   const at::Tensor ids = item_ids.contiguous();
   const int64_t batch = ids.size(0), length = ids.size(1);
@@ -93,16 +87,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plm_train_masks_cuda(
   check_seed(seed, item_ids.device());
   TORCH_CHECK_VALUE(max_span_length >= 1 && max_span_length <= cuda::kMaxSpanLength,
                     "max_span_length must be in [1, ", cuda::kMaxSpanLength, "] on CUDA, got ", max_span_length);
-  TORCH_CHECK_VALUE(static_cast<int64_t>(context_lengths.size()) == max_span_length + 1,
-                    "context_lengths must have max_span_length + 1 = ", max_span_length + 1,
-                    " entries (span 0..max_span_length), got ", context_lengths.size());
+  check_plm_spans(max_span_length, context_lengths);
   cuda::PlmSpanTable spans{};
   spans.max_span_length = max_span_length;
-  for (int64_t span = 1; span <= max_span_length; ++span) {
-    TORCH_CHECK_VALUE(context_lengths[span] >= span && context_lengths[span] < (int64_t{1} << 31),
-                      "context_lengths[", span, "] must be in [", span, ", 2^31), got ", context_lengths[span]);
-    spans.context_lengths[span] = context_lengths[span];
-  }
+  std::copy(context_lengths.begin(), context_lengths.end(), spans.context_lengths);
   const c10::cuda::CUDAGuard guard(item_ids.device());
   const at::Tensor ids = item_ids.contiguous();
   const int64_t batch = ids.size(0), length = ids.size(1);
@@ -134,12 +122,7 @@ at::Tensor plm_eval_perm_mask_cuda(const at::Tensor& item_ids, int64_t padding_i
 
 at::Tensor gumbel_argmax_cuda(const at::Tensor& logits, const at::Tensor& seed) {
   check_on_cuda("logits", logits);
-  const cuda::FloatType logits_type = float_type("logits", logits);
-  TORCH_CHECK_VALUE(logits.dim() == 2, "logits must be 2-D (rows, vocabulary), got shape ", logits.sizes());
-  TORCH_CHECK_VALUE(logits.size(1) >= 1, "logits must have at least one column, got shape ", logits.sizes());
-  TORCH_CHECK_VALUE(logits.size(1) <= (int64_t{1} << 34), "logits has ", logits.size(1),
-                    " columns; at most 2^34 are supported");
-  check_rows("logits", logits.size(0));
+  check_logits(logits);
   check_seed(seed, logits.device());
   const c10::cuda::CUDAGuard guard(logits.device());
   const at::Tensor values = logits.contiguous();
@@ -151,7 +134,8 @@ at::Tensor gumbel_argmax_cuda(const at::Tensor& logits, const at::Tensor& seed) 
     partial_values = at::empty({rows * splits}, values.options().dtype(at::kFloat));
     partial_indices = at::empty({rows * splits}, values.options().dtype(at::kLong));
   }
-  check_cuda(cuda::launch_gumbel_argmax(values.const_data_ptr(), logits_type, rows, vocab, seed_pointer(seed), splits,
+  check_cuda(cuda::launch_gumbel_argmax(values.const_data_ptr(), float_type(values), rows, vocab, seed_pointer(seed),
+                                        splits,
                                         splits > 1 ? partial_values.mutable_data_ptr<float>() : nullptr,
                                         splits > 1 ? partial_indices.mutable_data_ptr<int64_t>() : nullptr,
                                         samples.mutable_data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream()),
@@ -161,12 +145,7 @@ at::Tensor gumbel_argmax_cuda(const at::Tensor& logits, const at::Tensor& seed) 
 
 at::Tensor target_ranks_cuda(const at::Tensor& scores, const at::Tensor& items) {
   check_on_cuda("scores", scores);
-  const cuda::FloatType scores_type = float_type("scores", scores);
-  TORCH_CHECK_VALUE(scores.dim() == 2, "scores must be 2-D (rows, vocabulary), got shape ", scores.sizes());
-  TORCH_CHECK_TYPE(items.scalar_type() == at::kLong, "items must be an int64 tensor, got ", items.scalar_type());
-  TORCH_CHECK_VALUE(items.dim() == 2 && items.size(0) == scores.size(0),
-                    "items must be 2-D with one row per scores row (", scores.size(0), ", items per row), got shape ",
-                    items.sizes());
+  check_rank_inputs(scores, items);
   TORCH_CHECK_VALUE(items.device() == scores.device(), "items must be on ", scores.device(), " like scores, got ",
                     items.device());
   const c10::cuda::CUDAGuard guard(scores.device());
@@ -174,14 +153,10 @@ at::Tensor target_ranks_cuda(const at::Tensor& scores, const at::Tensor& items) 
   const at::Tensor columns = items.contiguous();
   const int64_t rows = values.size(0), vocab = values.size(1), num_items = columns.size(1);
   // The reference raises for an item beyond the vocabulary; checking it costs one device sync.
-  if (columns.numel() > 0) {
-    const int64_t largest = columns.max().item<int64_t>();
-    TORCH_CHECK_VALUE(largest < vocab, "items must be column indices below ", vocab, " (or -1 for none), got ",
-                      largest);
-  }
+  if (columns.numel() > 0) check_largest_item(columns.max().item<int64_t>(), vocab);
   at::Tensor ranks = at::empty({rows, num_items}, columns.options());
   const int64_t splits = cuda::target_ranks_splits(rows, vocab, multiprocessors(values, "target_ranks"));
-  check_cuda(cuda::launch_target_ranks(values.const_data_ptr(), scores_type, rows, vocab,
+  check_cuda(cuda::launch_target_ranks(values.const_data_ptr(), float_type(values), rows, vocab,
                                        columns.const_data_ptr<int64_t>(), num_items, splits,
                                        ranks.mutable_data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream()),
              "target_ranks");
