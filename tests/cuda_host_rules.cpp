@@ -1,12 +1,13 @@
-// Host build of the CUDA kernels' rules (csrc/cuda/rules.cuh), driven the way the kernels drive
-// them: same per-row functions, same (row, band) and (row, split, thread) decomposition. Loaded
-// with ctypes by tests/test_cuda_host.py and compared with fastmask/reference bit for bit.
+// Host build of the CUDA kernels' rules (csrc/rules.h) and units of work (csrc/cuda/kernel_steps.cuh),
+// driven the way the kernels drive them: same per-row functions with a warp's 32-lane ballots, same
+// (row, band) and (row, split, thread) decomposition. Loaded with ctypes by tests/test_cuda_host.py
+// and compared with fastmask/reference bit for bit.
 #include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "cuda/rules.cuh"
+#include "cuda/kernel_steps.cuh"
 
 namespace {
 
@@ -100,7 +101,7 @@ void host_plm_train_masks(const void* items, int item_type, int64_t batch, int64
   });
   // The kernel's shared band arrays (std::vector<bool> has no data()).
   const std::unique_ptr<bool[]> band_masked(new bool[band_rows]);
-  std::vector<uint32_t> band_keys(band_rows);
+  std::vector<uint64_t> band_orders(band_rows);
   for (int64_t row = 0; row < batch; ++row) {
     const bool* row_mask = mask + row * length;
     const auto key_row = static_cast<uint32_t>(row);
@@ -108,11 +109,11 @@ void host_plm_train_masks(const void* items, int item_type, int64_t batch, int64
       const int64_t band = std::min(band_rows, length - q_begin);
       for (int64_t i = 0; i < band; ++i) {
         band_masked[i] = row_mask[q_begin + i];
-        band_keys[i] = plm_order_key(seed, key_row, q_begin + i);
+        band_orders[i] = plm_order(seed, key_row, q_begin + i);
       }
       for (int64_t k = 0; k < length; ++k) {
         plm_write_column(perm_mask + row * length * length, target_mapping + row * length * length, length, q_begin,
-                         band, band_masked.get(), band_keys.data(), k, row_mask[k], plm_order_key(seed, key_row, k),
+                         band, band_masked.get(), band_orders.data(), k, row_mask[k], plm_order(seed, key_row, k),
                          !permute_all);
       }
     }

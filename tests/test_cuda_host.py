@@ -1,9 +1,9 @@
-"""The CUDA kernels' rules (csrc/cuda/rules.cuh) built for the host, against fastmask.reference.
+"""The CUDA kernels' rules built for the host, against fastmask.reference.
 
-tests/cuda_host_rules.cpp drives the same per-row and per-element functions the kernels call, with
-the kernels' decomposition (warp-per-row lanes, (row, query band) writers, (row, split, thread)
-scans), so these tests check the device logic bit for bit without a GPU. Skipped without a C++
-compiler; a compile error of the rules is a failure.
+tests/cuda_host_rules.cpp drives the same per-row and per-element functions the kernels call
+(csrc/rules.h, csrc/cuda/kernel_steps.cuh), with the kernels' decomposition (warp-per-row lanes,
+(row, query band) writers, (row, split, thread) scans), so these tests check the device logic bit
+for bit without a GPU. Skipped without a C++ compiler; a compile error of the rules is a failure.
 """
 from __future__ import annotations
 

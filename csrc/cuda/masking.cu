@@ -1,7 +1,8 @@
-// MLM and PLM masking kernels. The rules themselves live in rules.cuh (shared with the host test).
+// MLM and PLM masking kernels. The rules live in ../rules.h (shared with the CPU ops), the kernels'
+// units of work in kernel_steps.cuh (shared with the host test).
 #include "grid.cuh"
 #include "launchers.h"
-#include "rules.cuh"
+#include "kernel_steps.cuh"
 
 namespace fastmask {
 namespace cuda {
@@ -57,7 +58,7 @@ __global__ void plm_perm_kernel(const bool* __restrict__ mask, int64_t batch, in
                                 const int64_t* __restrict__ seed_ptr, bool identity_mapping,
                                 float* __restrict__ perm_mask, float* __restrict__ target_mapping) {
   __shared__ bool band_masked[kBandRows];
-  __shared__ uint32_t band_keys[kBandRows];
+  __shared__ uint64_t band_orders[kBandRows];
   const uint64_t seed = static_cast<uint64_t>(*seed_ptr);
   const int64_t work_items = batch * ceil_div(length, kBandRows);
   for (int64_t work = blockIdx.x; work < work_items; work += gridDim.x) {
@@ -66,13 +67,13 @@ __global__ void plm_perm_kernel(const bool* __restrict__ mask, int64_t batch, in
     const bool* row_mask = mask + band.row * length;
     if (threadIdx.x < band.size) {
       band_masked[threadIdx.x] = row_mask[band.q_begin + threadIdx.x];
-      band_keys[threadIdx.x] = rules::plm_order_key(seed, key_row, band.q_begin + threadIdx.x);
+      band_orders[threadIdx.x] = rules::plm_order(seed, key_row, band.q_begin + threadIdx.x);
     }
     __syncthreads();
     const int64_t row_offset = band.row * length * length;
     for (int64_t k = threadIdx.x; k < length; k += blockDim.x) {
       rules::plm_write_column(perm_mask + row_offset, target_mapping + row_offset, length, band.q_begin, band.size,
-                              band_masked, band_keys, k, row_mask[k], rules::plm_order_key(seed, key_row, k),
+                              band_masked, band_orders, k, row_mask[k], rules::plm_order(seed, key_row, k),
                               identity_mapping);
     }
     __syncthreads();  // the band arrays are rewritten by the next work item

@@ -1,10 +1,10 @@
 // Target ranks: one pass over each row's scores counts the columns ordered before every target.
-// The order lives in rules.cuh (shared with the host test).
+// The order lives in ../rules.h, the per-thread scan in kernel_steps.cuh (shared with the host test).
 #include <utility>
 
 #include "grid.cuh"
 #include "launchers.h"
-#include "rules.cuh"
+#include "kernel_steps.cuh"
 
 namespace fastmask {
 namespace cuda {

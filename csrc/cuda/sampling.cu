@@ -1,7 +1,8 @@
-// Gumbel-max sampling: one sample per logits row. The rule lives in rules.cuh (shared with the host test).
+// Gumbel-max sampling: one sample per logits row. The rule lives in ../rules.h, the per-thread scan in
+// kernel_steps.cuh (shared with the host test).
 #include "grid.cuh"
 #include "launchers.h"
-#include "rules.cuh"
+#include "kernel_steps.cuh"
 
 namespace fastmask {
 namespace cuda {

@@ -1,8 +1,7 @@
-// Per-row and per-element rules of the CUDA kernels, written once for the device and the host.
-//
-// On the device a warp works on one row (RowLanes below uses ballots), while a host build
-// (g++, no __CUDA_ARCH__) runs the same functions as plain loops: tests/test_cuda_host.py compiles
-// this header on the CPU and compares it bit-for-bit with fastmask/reference.
+// The rules of fastmask's compiled kernels, written once for the C++ CPU ops and the CUDA kernels
+// (semantics and draw layout: fastmask/reference). Per-row rules take a RowLanes: on the device the
+// 32 threads of a warp share a row through ballots; on the host (the CPU ops, and the host build of
+// the CUDA kernels' steps in tests/test_cuda_host.py) the same code runs as loops.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -66,6 +65,21 @@ struct RowLanes {
 #endif
   }
 
+  // fn(t, draw(seed, stream, row, t)) for every t in [0, length). The host takes the four words of
+  // each Philox call at once; a lane takes only its own word.
+  template <class Fn>
+  FASTMASK_HOST_DEVICE void for_each_draw(int64_t length, uint64_t seed, uint32_t stream, uint32_t row, Fn fn) const {
+#if defined(__CUDA_ARCH__)
+    for_each(0, length, [=](int64_t t) { fn(t, draw(seed, stream, row, static_cast<uint64_t>(t))); });
+#else
+    for (int64_t first = 0; first < length; first += 4) {
+      const Philox4 words = philox4x32_10(seed, static_cast<uint32_t>(first >> 2), row, stream, 0u);
+      const int64_t last = first + 4 < length ? first + 4 : length;
+      for (int64_t t = first; t < last; ++t) fn(t, words.w[t - first]);
+    }
+#endif
+  }
+
   // fn() once, by one lane.
   template <class Fn>
   FASTMASK_HOST_DEVICE void once(Fn fn) const {
@@ -108,6 +122,9 @@ FASTMASK_HOST_DEVICE bool is_item(Item item, int64_t padding_idx) {
   return static_cast<int64_t>(item) != padding_idx;
 }
 
+// A Bernoulli(threshold / 2^32) decision from one draw (threshold = floor(p * 2^32), at most 2^32).
+FASTMASK_HOST_DEVICE bool bernoulli(uint32_t word, uint64_t threshold) { return word < threshold; }
+
 // ---------------------------------------------------------------------------------------------
 // MLM: mask row `row` (length `length`) of the (B, L) target mask. See reference masking.mlm_mask.
 template <class Item>
@@ -115,9 +132,8 @@ FASTMASK_HOST_DEVICE void mlm_mask_row(RowLanes lanes, const Item* items, bool* 
                                        int64_t padding_idx, uint64_t seed, uint32_t row, uint64_t threshold) {
   const auto nonpad = [=](int64_t t) { return is_item(items[t], padding_idx); };
   const auto masked = [=](int64_t t) { return mask[t]; };
-  lanes.for_each(0, length, [=](int64_t t) {
-    mask[t] = nonpad(t) && draw(seed, kStreamMlmBernoulli, row, static_cast<uint64_t>(t)) < threshold;
-  });
+  lanes.for_each_draw(length, seed, kStreamMlmBernoulli, row,
+                      [=](int64_t t, uint32_t word) { mask[t] = nonpad(t) && bernoulli(word, threshold); });
   const int64_t count = lanes.count(length, nonpad);
   if (count == 0) return;
   const int64_t forced = lanes.kth(
@@ -135,7 +151,7 @@ FASTMASK_HOST_DEVICE void mlm_mask_row(RowLanes lanes, const Item* items, bool* 
 // ---------------------------------------------------------------------------------------------
 // PLM training, first part: the target mask of one row. See reference masking.plm_train_masks.
 // context_lengths[s] for s = 1..max_span_length must satisfy s <= context_lengths[s] < 2^31, so
-// every span walk advances and every offset bound is positive (the launcher's caller checks it).
+// every span walk advances and every offset bound is positive (checks.h check_plm_spans).
 template <class Item>
 FASTMASK_HOST_DEVICE void plm_mask_row(RowLanes lanes, const Item* items, bool* mask, int64_t length,
                                        int64_t padding_idx, uint64_t seed, uint32_t row, int64_t max_span_length,
@@ -149,13 +165,15 @@ FASTMASK_HOST_DEVICE void plm_mask_row(RowLanes lanes, const Item* items, bool* 
     lanes.for_each(0, length, [=](int64_t t) { mask[t] = false; });
     lanes.sync();
     int64_t cur = 0;
-    for (int64_t k = 0; k < length && cur < count; ++k) {
-      const uint64_t element = 2 * static_cast<uint64_t>(k);  // draw 2k: span length; 2k + 1: offset
-      const int64_t span =
-          1 + static_cast<int64_t>(uniform_below(draw(seed, kStreamPlmSpan, row, element), max_span_length));
+    Philox4 words{};
+    for (int64_t k = 0; cur < count; ++k) {
+      // Step k takes draws 2k (span length) and 2k + 1 (offset): two words of Philox call k / 2.
+      if ((k & 1) == 0) words = philox4x32_10(seed, static_cast<uint32_t>(k >> 1), row, kStreamPlmSpan, 0u);
+      const uint32_t span_word = (k & 1) ? words.w[2] : words.w[0];
+      const uint32_t offset_word = (k & 1) ? words.w[3] : words.w[1];
+      const int64_t span = 1 + static_cast<int64_t>(uniform_below(span_word, max_span_length));
       const int64_t context = context_lengths[span];
-      const int64_t start =
-          cur + static_cast<int64_t>(uniform_below(draw(seed, kStreamPlmSpan, row, element + 1), context - span + 1));
+      const int64_t start = cur + static_cast<int64_t>(uniform_below(offset_word, context - span + 1));
       // The span may run into padding, as in the reference.
       if (start < count) {
         lanes.for_each(start, start + span < length ? start + span : length, [=](int64_t t) { mask[t] = true; });
@@ -184,47 +202,33 @@ FASTMASK_HOST_DEVICE void plm_mask_row(RowLanes lanes, const Item* items, bool* 
   });
 }
 
-// Factorisation-order key of position t of a PLM row.
-FASTMASK_HOST_DEVICE uint32_t plm_order_key(uint64_t seed, uint32_t row, int64_t t) {
-  return draw(seed, kStreamPlmPerm, row, static_cast<uint64_t>(t));
+// Place of position t in a PLM row's factorisation order: its random key, ties broken by position
+// (t < 2^32: an L x L output is far smaller).
+FASTMASK_HOST_DEVICE uint64_t plm_order(uint64_t seed, uint32_t row, int64_t t) {
+  return (static_cast<uint64_t>(draw(seed, kStreamPlmPerm, row, static_cast<uint64_t>(t))) << 32) |
+         static_cast<uint32_t>(t);
 }
 
-// perm_mask[q, k] of a PLM training row: true when query q may not see key k.
-FASTMASK_HOST_DEVICE bool plm_hidden(bool q_masked, uint32_t q_key, int64_t q, bool k_masked, uint32_t k_key,
-                                     int64_t k) {
-  const bool k_before_q = k_key < q_key || (k_key == q_key && k < q);
-  return k_masked && (!q_masked || !k_before_q);
+// perm_mask[q, k] of a PLM training row: true when query q may not see key k. Orders are plm_order
+// values or anything that sorts like them (their ranks among the row's targets).
+template <class Order>
+FASTMASK_HOST_DEVICE bool plm_hidden(bool q_masked, Order q_order, bool k_masked, Order k_order) {
+  return k_masked && (!q_masked || !(k_order < q_order));
 }
 
-// Column k of the query band [q_begin, q_begin + band) of one row's perm_mask and target_mapping
-// (row-major L x L); band_masked/band_keys hold the band's queries.
-FASTMASK_HOST_DEVICE void plm_write_column(float* perm_mask, float* target_mapping, int64_t length, int64_t q_begin,
-                                           int64_t band, const bool* band_masked, const uint32_t* band_keys,
-                                           int64_t k, bool k_masked, uint32_t k_key, bool identity_mapping) {
-  for (int64_t i = 0; i < band; ++i) {
-    const int64_t q = q_begin + i;
-    const int64_t offset = q * length + k;
-    perm_mask[offset] = plm_hidden(band_masked[i], band_keys[i], q, k_masked, k_key, k) ? 1.0f : 0.0f;
-    target_mapping[offset] = identity_mapping && q == k ? 1.0f : 0.0f;
-  }
-}
+// target_mapping[q, k] of a PLM training row: the identity, all zero when every item is permuted.
+FASTMASK_HOST_DEVICE bool plm_maps(bool identity_mapping, int64_t q, int64_t k) { return identity_mapping && q == k; }
 
 // Last-item evaluation: index of item n - 1, wrapped like a Python index (n = 0 gives L - 1).
 FASTMASK_HOST_DEVICE int64_t last_item_index(int64_t count, int64_t length) {
   return count > 0 ? count - 1 : length - 1;
 }
 
-// Column k of the query band [q_begin, q_begin + band) of one row's evaluation perm_mask (int64).
-FASTMASK_HOST_DEVICE void plm_eval_write_column(int64_t* perm_mask, int64_t length, int64_t q_begin, int64_t band,
-                                                int64_t last, int64_t k) {
-  for (int64_t i = 0; i < band; ++i) {
-    const int64_t q = q_begin + i;
-    perm_mask[q * length + k] = (k > q || k == last) ? 1 : 0;
-  }
-}
+// perm_mask[q, k] of last-item evaluation: keys after the query, and the last item, are hidden.
+FASTMASK_HOST_DEVICE bool plm_eval_hidden(int64_t q, int64_t k, int64_t last) { return k > q || k == last; }
 
 // ---------------------------------------------------------------------------------------------
-// Gumbel-max sampling. See reference sampling.py.
+// Gumbel-max sampling. See reference sampling.py: the sample is the argmax of logit + noise(draw).
 
 FASTMASK_HOST_DEVICE float to_float(float x) { return x; }
 FASTMASK_HOST_DEVICE float to_float(double x) { return static_cast<float>(x); }
@@ -239,9 +243,15 @@ FASTMASK_HOST_DEVICE float gumbel_noise(uint32_t word) {
   return static_cast<float>(-log(-log(uniform)));
 }
 
-// Covers any non-monotonicity of the computed noise in the draw (libm's log is faithful, not
-// correctly rounded): far above its error, far below the noise's spread.
-constexpr float kNoiseBoundSlack = 1e-5f;
+// At least gumbel_noise(w) for every draw w <= word. The slack covers any non-monotonicity of the
+// computed noise (libm's log is faithful, not correctly rounded) and is above one float ulp over the
+// noise's whole range (|noise| < 32), far below its spread.
+FASTMASK_HOST_DEVICE float gumbel_noise_bound(uint32_t word) {
+  constexpr float kSlack = 1e-5f;
+  return gumbel_noise(word) + kSlack;
+}
+
+FASTMASK_HOST_DEVICE float perturbed_logit(float logit, uint32_t word) { return logit + gumbel_noise(word); }
 
 struct Candidate {
   float value = 0.0f;
@@ -257,47 +267,16 @@ FASTMASK_HOST_DEVICE bool beats(Candidate a, Candidate b) {
   return a.value > b.value || (a.value == b.value && a.index < b.index);
 }
 
-// Best of the columns in quads first_quad, first_quad + quad_step, ... (< end_quad) of one row,
-// against `best` found earlier at lower columns. Quad c holds columns 4c..4c+3, whose draws are the
-// four words of one Philox call. A quad is skipped exactly when even its largest logit plus
-// (a bound on) its largest noise cannot beat `best`: the value is monotone in logit and draw, and
-// a tie loses to `best`'s lower index.
-template <class T>
-FASTMASK_HOST_DEVICE Candidate gumbel_scan(const T* logits, int64_t vocab, uint64_t seed, uint32_t row,
-                                           int64_t first_quad, int64_t end_quad, int64_t quad_step, Candidate best) {
-  for (int64_t quad = first_quad; quad < end_quad; quad += quad_step) {
-    if (best.index >= 0 && best.value != best.value) break;  // an earlier NaN always wins
-    const int64_t first_col = 4 * quad;
-    const int64_t width = vocab - first_col;  // columns of this quad: min(width, 4)
-    const Philox4 words = philox4x32_10(seed, static_cast<uint32_t>(quad), row, kStreamGumbel, 0u);
-    float logit[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    bool any_nan = false;
-    float max_logit = -INFINITY;
-    uint32_t max_word = 0;
-    for (int i = 0; i < 4; ++i) {
-      if (i < width) {
-        logit[i] = to_float(logits[first_col + i]);
-        any_nan = any_nan || logit[i] != logit[i];
-        max_logit = logit[i] > max_logit ? logit[i] : max_logit;
-        max_word = words.w[i] > max_word ? words.w[i] : max_word;
-      }
-    }
-    if (best.index >= 0 && !any_nan) {
-      const float noise_bound = gumbel_noise(max_word) + kNoiseBoundSlack;
-      if (max_logit + noise_bound <= best.value) continue;
-    }
-    for (int i = 0; i < 4; ++i) {
-      if (i < width) {
-        const Candidate candidate{logit[i] + gumbel_noise(words.w[i]), first_col + i};
-        if (beats(candidate, best)) best = candidate;
-      }
-    }
-  }
-  return best;
+// Whether columns after `best`'s, none of them NaN, with logits at most `max_logit` and noises at
+// most `noise_bound` cannot beat it: the perturbed logit is monotone in logit and noise, and a tie
+// loses to best's lower index. So they are skipped exactly.
+FASTMASK_HOST_DEVICE bool cannot_beat(float max_logit, float noise_bound, Candidate best) {
+  return best.index >= 0 && max_logit + noise_bound <= best.value;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Target ranks. See reference ranking.py: rank = number of columns ordered before the target.
+// Target ranks. See reference ranking.py: rank = number of columns ordered before the target, in
+// the stable descending order where NaN is above every number and equal to NaN, and -0.0 == 0.0.
 
 FASTMASK_HOST_DEVICE float to_rank_key(float x) { return x; }
 FASTMASK_HOST_DEVICE double to_rank_key(double x) { return x; }
@@ -306,53 +285,20 @@ __device__ __forceinline__ float to_rank_key(__half x) { return __half2float(x);
 __device__ __forceinline__ float to_rank_key(__nv_bfloat16 x) { return __bfloat162float(x); }
 #endif
 
-// Column j (score s) comes before column i (score target) in the stable descending order where NaN
-// is above every number and equal to NaN, and -0.0 equals 0.0.
+// Column j (score s) before the target column i (score target), for j < i and for j > i: scans
+// over one side need no index compare.
+template <class Key>
+FASTMASK_HOST_DEVICE bool ranks_before_left(Key s, Key target) {
+  return target != target ? s != s : !(s < target);
+}
+template <class Key>
+FASTMASK_HOST_DEVICE bool ranks_before_right(Key s, Key target) {
+  return target == target && !(s <= target);
+}
+
 template <class Key>
 FASTMASK_HOST_DEVICE bool ranks_before(Key s, int64_t j, Key target, int64_t i) {
-  const bool s_nan = s != s;
-  if (target != target) return s_nan && j < i;
-  return s_nan || s > target || (s == target && j < i);
-}
-
-constexpr int kRankTargetsPerPass = 8;
-
-template <class Key>
-struct RankTargets {
-  Key score[kRankTargetsPerPass];
-  int64_t column[kRankTargetsPerPass];  // -1: no item (its rank is -1)
-  int count;
-};
-
-// Targets first..first+count-1 (count <= kRankTargetsPerPass) of one row; items outside
-// [0, vocab) are treated as no item.
-template <class T, class Key>
-FASTMASK_HOST_DEVICE RankTargets<Key> rank_targets(const T* scores, const int64_t* items, int64_t vocab,
-                                                   int64_t first, int count) {
-  RankTargets<Key> targets;
-  targets.count = count;
-  for (int m = 0; m < kRankTargetsPerPass; ++m) {
-    const int64_t item = m < count ? items[first + m] : -1;
-    const bool valid = item >= 0 && item < vocab;
-    targets.column[m] = valid ? item : -1;
-    targets.score[m] = valid ? to_rank_key(scores[item]) : Key(0);
-  }
-  return targets;
-}
-
-// Adds to counts[m] the columns j = begin, begin + step, ... (< end) that come before target m.
-template <class T, class Key>
-FASTMASK_HOST_DEVICE void rank_scan(const T* scores, int64_t begin, int64_t end, int64_t step,
-                                    const RankTargets<Key>& targets, int64_t* counts) {
-  for (int64_t j = begin; j < end; j += step) {
-    const Key s = to_rank_key(scores[j]);
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-    for (int m = 0; m < kRankTargetsPerPass; ++m) {
-      if (m < targets.count) counts[m] += ranks_before(s, j, targets.score[m], targets.column[m]) ? 1 : 0;
-    }
-  }
+  return j < i ? ranks_before_left(s, target) : j > i && ranks_before_right(s, target);
 }
 
 }  // namespace rules
