@@ -8,11 +8,18 @@ How each update finds the labels of the top-K items (K = max(top_ks)):
 
 * ``labels_onehot=True`` (targets are item ids): the rank of each target among its row's scores, from
   one ``target_ranks`` call. No (N, V) one-hot tensor is built and nothing is sorted.
-* ``labels_onehot=False`` (dense (N, V) labels): the relevant items (label != 0) of each row are
-  gathered into an (N, M) id tensor, M = the most relevant items in a row, and ranked the same way.
-  Finding M reads it back to the host (a device sync), as does the reference's choice of rows for
-  recall. When M exceeds ``MAX_RANKED_RELEVANT`` the batch falls back to a full stable sort, since
-  ranking each relevant item costs a pass over the catalogue.
+* ``labels_onehot=False`` (dense (N, V) labels): the relevant items (label != 0) that can reach a row's
+  top K are gathered into an (N, M) tensor, M = the most in a row, and ranked the same way. When
+  K * ``RANK_BLOCK`` + V % ``RANK_BLOCK`` is at most V/4, one pass over the scores takes the maximum of
+  each block of ``RANK_BLOCK`` columns; only items scored at least the K-th largest block maximum (NaN
+  counted as +inf; found by ``torch.kthvalue``, a selection among the V / ``RANK_BLOCK`` maxima), or
+  NaN, can reach the top K, and they are ranked among the few blocks whose maximum reaches it and the
+  last V % ``RANK_BLOCK`` columns, which hold every item ahead of them. So labels are read only there
+  (and summed over each row for recall and average precision). Otherwise, or where so many maxima tie
+  with it that those columns pass V/4, every relevant item is ranked among the whole row. Neither
+  sorts. Finding M (and the blocks) reads them back to the host (a device sync), as does the
+  reference's choice of rows for recall. When M exceeds ``MAX_RANKED_RELEVANT`` the batch falls back to
+  a full stable sort, since ranking each item costs a pass over the row it is ranked in.
 * Integer scores (accepted by the reference) also use the full sort.
 
 Ordering: higher score first; equal scores in column order (lower item id first); NaN above every
@@ -48,15 +55,17 @@ ranking_metrics_registry = ClassRegistry("torch.ranking_metrics")
 
 DEFAULT_TOP_KS = (2, 5)
 # Ranking M relevant items costs about M passes over a row (O(V·M)); sorting it costs O(V log V), so
-# a batch whose busiest row has more relevant items than this is sorted instead.
+# a batch whose busiest row has more relevant items to rank than this is sorted instead.
 MAX_RANKED_RELEVANT = 64
+# Columns per block in the block maxima that narrow each row down to the part that decides its top K.
+RANK_BLOCK = 64
 
 
 class RankedLabels(NamedTuple):
     """What the formulas need from one batch."""
 
     topk: torch.Tensor  # (N, K) labels of each row's top-K items, best first, labels' dtype
-    num_relevant: torch.Tensor  # (N,) sum of each row's labels
+    num_relevant: Optional[torch.Tensor]  # (N,) sum of each row's labels, when asked for
     every_row_relevant: bool  # every num_relevant is known to be non-zero
     ideal: Optional[torch.Tensor]  # (N, K) topk re-sorted by label (NDCG only)
 
@@ -119,26 +128,80 @@ def _rank_by_sorting(scores, labels, k, need_ideal, num_relevant) -> RankedLabel
     return RankedLabels(topk, num_relevant, False, rules.ideal_labels(topk) if need_ideal else None)
 
 
-def rank_dense(scores: torch.Tensor, labels: torch.Tensor, k: int, need_ideal: bool) -> RankedLabels:
+def _left_aligned(relevant: torch.Tensor, labels: Optional[torch.Tensor] = None):
+    """Each row's columns where ``relevant`` (R, C) holds, left-aligned in an (R, M) int64 tensor padded
+    with -1 (M = the most in a row, read back to the host), and ``labels`` (R, C) at those columns."""
+    rows, cols = relevant.nonzero(as_tuple=True)  # row-major: each row's columns are contiguous
+    per_row = torch.bincount(rows, minlength=relevant.shape[0])
+    most = int(per_row.max()) if rows.shape[0] else 0
+    slots = torch.arange(rows.shape[0], device=rows.device) - (per_row.cumsum(0) - per_row)[rows]
+    items = torch.full((relevant.shape[0], most), -1, dtype=torch.int64, device=relevant.device)
+    items[rows, slots] = cols
+    if labels is None:
+        return items, None
+    values = torch.zeros(items.shape, dtype=labels.dtype, device=labels.device)
+    values[rows, slots] = labels[rows, cols]
+    return items, values
+
+
+def _near_top(scores: torch.Tensor, labels: torch.Tensor, k: int):
+    """The part of each row of ``scores`` (N, V) that decides its top k and the relevant items there:
+    (candidate scores (N, C), items (N, M) as candidate columns, -1 for none, their labels (N, M)), or
+    None where that part is not a small share of the row.
+
+    Let t be the k-th largest maximum of the blocks of ``RANK_BLOCK`` columns (NaN counted as +inf;
+    the last V % RANK_BLOCK columns are no block). An item scored below t (not NaN) has k items ahead
+    of it, one in each block with a larger maximum, so only items scored t or more, or NaN, can be in
+    the top k, and every item ahead of one of those is one too. They all lie in the blocks whose maximum
+    reaches t or in the last columns: the candidates, in column order. Rows with fewer such blocks are
+    padded with copies of their lowest block, whose items are all below t (else every block would
+    reach it), so never ahead of those scored t or more, or NaN. So the ranks of these among the
+    candidates are their ranks in the row; the relevant ones among them are returned.
+    """
+    rows, num_items = scores.shape
+    whole = num_items - num_items % RANK_BLOCK
+    small_share = num_items // 4 - (num_items - whole)
+    if rows == 0 or k * RANK_BLOCK > small_share:
+        return None
+    block_scores = scores[:, :whole].view(rows, -1, RANK_BLOCK)
+    inf = float("inf")
+    maxima = block_scores.amax(2).nan_to_num_(nan=inf, posinf=inf, neginf=-inf)
+    threshold = maxima.kthvalue(maxima.shape[1] - k + 1, dim=1, keepdim=True).values
+    blocks, _ = _left_aligned(maxima >= threshold)
+    if blocks.shape[1] * RANK_BLOCK > small_share:  # many block maxima tie with t
+        return None
+    blocks = torch.where(blocks >= 0, blocks, maxima.argmin(1, keepdim=True))
+    row = torch.arange(rows, device=scores.device).unsqueeze(1)
+    candidates = block_scores[row, blocks].view(rows, -1)
+    near_labels = labels[:, :whole].unflatten(1, (-1, RANK_BLOCK))[row, blocks].view(rows, -1)
+    if whole < num_items:
+        candidates = torch.cat([candidates, scores[:, whole:]], 1)
+        near_labels = torch.cat([near_labels, labels[:, whole:]], 1)
+    near, near_values = _left_aligned((candidates < threshold).logical_not_(), near_labels)  # >= t or NaN
+    slots, values = _left_aligned(near_values != 0, near_values)
+    items = near.gather(1, slots.clamp(min=0)).masked_fill_(slots < 0, -1)
+    return candidates, items, values
+
+
+def rank_dense(scores: torch.Tensor, labels: torch.Tensor, k: int, need_ideal: bool,
+               need_num_relevant: bool = True) -> RankedLabels:
     """Dense labels (N, V) of any dtype; the relevant items are those with label != 0."""
-    num_relevant = torch.sum(labels, dim=-1)
+    num_relevant = torch.sum(labels, dim=-1) if need_num_relevant else None
     if not scores.is_floating_point():
         return _rank_by_sorting(scores, labels, k, need_ideal, num_relevant)
-    relevant = labels != 0
-    per_row = relevant.sum(dim=1)
-    most = int(per_row.max()) if labels.shape[0] else 0
-    if most > MAX_RANKED_RELEVANT:
+    scores = scores.contiguous()
+    near = _near_top(scores, labels, k)
+    if near is None:
+        ranked_scores = scores
+        items, values = _left_aligned(labels != 0, labels)
+    else:
+        ranked_scores, items, values = near
+    if items.shape[1] > MAX_RANKED_RELEVANT:
         return _rank_by_sorting(scores, labels, k, need_ideal, num_relevant)
-    if most == 0:
+    if items.shape[1] == 0:
         topk = torch.zeros(labels.shape[0], k, dtype=labels.dtype, device=labels.device)
         return RankedLabels(topk, num_relevant, False, topk if need_ideal else None)
-    rows, cols = relevant.nonzero(as_tuple=True)  # row-major: each row's items are contiguous
-    slot = torch.arange(rows.shape[0], device=rows.device) - (per_row.cumsum(0) - per_row)[rows]
-    items = torch.full((labels.shape[0], most), -1, dtype=torch.int64, device=labels.device)
-    items[rows, slot] = cols
-    values = torch.zeros(items.shape, dtype=labels.dtype, device=labels.device)
-    values[rows, slot] = labels[rows, cols]
-    topk = _scatter_ranked(ops.target_ranks(scores, items), values, k)
+    topk = _scatter_ranked(ops.target_ranks(ranked_scores, items), values, k)
     return RankedLabels(topk, num_relevant, False, _sorted_by_label(topk) if need_ideal else None)
 
 
@@ -182,6 +245,7 @@ class RankingMetric(tm.Metric):
     # The batch value comes from one update on a fresh state, then the states are concatenated.
     full_state_update = False
     _needs_ideal = False
+    _needs_num_relevant = False
 
     def __init__(self, top_ks=None, labels_onehot=False):
         super().__init__()
@@ -201,7 +265,8 @@ class RankingMetric(tm.Metric):
         if self.labels_onehot:
             ranked = rank_item_ids(scores, _item_ids(target, scores), max(ks), self._needs_ideal)
         else:
-            ranked = rank_dense(scores, _dense_labels(target, scores), max(ks), self._needs_ideal)
+            ranked = rank_dense(scores, _dense_labels(target, scores), max(ks), self._needs_ideal,
+                                self._needs_num_relevant)
         self.metric_mean.append(self._from_ranked(ks, ranked))  # type: ignore
 
     def compute(self):
@@ -215,7 +280,8 @@ class RankingMetric(tm.Metric):
                 f"got {tuple(scores.shape)} and {tuple(labels.shape)}"
             )
         ks = normalize_top_ks(ks, scores.shape[1])
-        return self._from_ranked(ks, rank_dense(scores.detach(), labels, max(ks), self._needs_ideal))
+        ranked = rank_dense(scores.detach(), labels, max(ks), self._needs_ideal, self._needs_num_relevant)
+        return self._from_ranked(ks, ranked)
 
     def _from_ranked(self, ks, ranked: RankedLabels) -> torch.Tensor:
         raise NotImplementedError
@@ -229,12 +295,16 @@ class PrecisionAt(RankingMetric):
 
 @ranking_metrics_registry.register_with_multiple_names("recall_at", "recall")
 class RecallAt(RankingMetric):
+    _needs_num_relevant = True
+
     def _from_ranked(self, ks, ranked):
         return rules.recall_at(ks, ranked.topk, ranked.num_relevant, ranked.every_row_relevant)
 
 
 @ranking_metrics_registry.register_with_multiple_names("avg_precision_at", "avg_precision", "map")
 class AvgPrecisionAt(RankingMetric):
+    _needs_num_relevant = True
+
     def _from_ranked(self, ks, ranked):
         return rules.avg_precision_at(ks, ranked.topk, ranked.num_relevant)
 

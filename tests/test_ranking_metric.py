@@ -149,6 +149,85 @@ def test_many_relevant_items_fall_back_to_sorting(monkeypatch):
     assert len(calls) == len(METRICS) + 1  # one ranking per metric, one more for NDCG's ideal
 
 
+# Shapes where dense labels take the block-maxima path: V >= 4 * K * RANK_BLOCK, V not always a multiple
+# of RANK_BLOCK, one row.
+NEAR_TOP_CASES = [((1, 1024), [1, 2]), ((6, 5000), [1, 5, 10]), ((9, 4097), [1, 8]), ((4, 2113), [3, 4]),
+                  ((3, 20_000), [5, 20])]
+
+
+def _near_top_scores(shape, kind, dtype, gen):
+    scores = torch.randn(shape, generator=gen, dtype=torch.float64)
+    if kind == "tied":  # all negative; copies of each row's best scores in other blocks, so ties at and
+        # around the K-th, and rows with different numbers of candidate blocks
+        scores = -scores.abs()
+        best = scores.sort(1, descending=True).values[:, :24]
+        copies = best.gather(1, torch.randint(0, 24, (shape[0], 4), generator=gen))
+        scores.scatter_(1, torch.randint(0, shape[1], (shape[0], 4), generator=gen), copies)
+    elif kind == "special":  # two NaN and two +inf per row (top blocks), many -inf, signed zeros
+        scores = scores.round(decimals=2)
+        scores[scores == 0] = -0.0
+        scores[torch.rand(shape, generator=gen) < 0.05] = float("-inf")
+        for value in (float("nan"), float("inf")):
+            scores.scatter_(1, torch.randint(0, shape[1], (shape[0], 2), generator=gen), value)
+    return scores.to(dtype)
+
+
+def _plant_in_top(scores, labels, gen):
+    """Labels on some of each row's best items, so that the top K holds several relevant ones."""
+    best = rules.stable_descending_order(scores)[:, :40]
+    pick = torch.rand(best.shape, generator=gen) < 0.3
+    return labels.scatter(1, best, torch.where(pick, torch.ones((), dtype=labels.dtype), labels.gather(1, best)))
+
+
+@pytest.mark.parametrize("shape,ks", NEAR_TOP_CASES)
+@pytest.mark.parametrize("kind", ["random", "tied", "special"])
+@pytest.mark.parametrize("dtype,label_kind", [(torch.float32, "fraction"), (torch.float64, "signed_float64"),
+                                              (torch.bfloat16, "bool"), (torch.float16, "binary_int")])
+def test_block_maxima_path_matches_reference(shape, ks, kind, dtype, label_kind):
+    gen = torch.Generator().manual_seed(hash((shape, kind, str(dtype), label_kind)) % 2**31)
+    scores = _near_top_scores(shape, kind, dtype, gen)
+    labels = _plant_in_top(scores, _dense_labels(shape, label_kind, gen), gen)
+    assert rm._near_top(scores, labels, max(ks)) is not None  # this path, not the whole-row one
+    topk = rules.topk_labels(scores, labels, max(ks))
+    ranked = rm.rank_dense(scores, labels, max(ks), need_ideal=True)
+    assert torch.equal(ranked.topk, topk) and ranked.topk.dtype == labels.dtype
+    assert torch.equal(ranked.ideal, rules.ideal_labels(topk))
+    for name, cls in METRICS.items():
+        got = batch_rows(cls(ks), scores, labels)
+        assert torch.equal(got, reference_rows(name, ks, scores, labels)), name
+
+
+def test_block_maxima_path_finds_items_tied_with_a_block_maximum():
+    # 32 blocks of 64; K = 2. Every block's maximum is 1 at its first column except block 5 (2.0) and
+    # blocks 9 and 20, whose maxima 1.5 tie for the 2nd largest; block 20 also holds a 1.5 at column 1300.
+    scores = torch.zeros(1, 2048)
+    scores[0, ::64] = 1.0
+    scores[0, 5 * 64 + 3] = 2.0
+    scores[0, 9 * 64 + 7] = scores[0, 20 * 64] = scores[0, 1300] = 1.5
+    labels = torch.zeros(1, 2048)
+    labels[0, [20 * 64, 1300, 9 * 64 + 7]] = torch.tensor([1.0, 2.0, 3.0])
+    # order: 323 (2.0), 583 (1.5), 1280 (1.5), 1300 (1.5), then the 1.0s
+    assert rm._near_top(scores, labels, 2) is not None
+    assert rm.rank_dense(scores, labels, 2, need_ideal=False).topk.tolist() == [[0.0, 3.0]]
+    assert rm._near_top(scores, labels, 4) is None  # the 4th largest maximum, 1.0, is every other block's
+    assert rm.rank_dense(scores, labels, 4, need_ideal=False).topk.tolist() == [[0.0, 3.0, 1.0, 2.0]]
+
+
+@pytest.mark.parametrize("shape,k", [((3, 4096), 17), ((5, 1023), 4), ((2, 9000), 2)])
+def test_whole_row_path_where_the_blocks_would_not_narrow_much(shape, k):
+    gen = torch.Generator().manual_seed(16)
+    many_ties = torch.randint(0, 4, shape, generator=gen).float()  # every block's maximum is 3
+    labels = _dense_labels(shape, "counts", gen)
+    if shape[1] >= 4 * k * rm.RANK_BLOCK:
+        assert rm._near_top(torch.randn(shape, generator=gen), labels, k) is not None
+        scores = many_ties
+    else:
+        scores = torch.randn(shape, generator=gen)
+    assert rm._near_top(scores, labels, k) is None
+    assert torch.equal(rm.rank_dense(scores, labels, k, need_ideal=False).topk,
+                       rules.topk_labels(scores, labels, k))
+
+
 @pytest.mark.parametrize("labels_onehot", [True, False])
 def test_integer_scores_are_ranked_like_the_reference(labels_onehot):
     gen = torch.Generator().manual_seed(5)
@@ -544,6 +623,22 @@ def test_dense_label_path_neither_sorts_nor_allocates_float_n_by_v(monkeypatch, 
     assert torch.equal(metric.metric_mean[0], expected)
     assert not recorder.ops & {"sort", "topk", "argsort", "one_hot"}
     assert recorder.largest_float < rows * num_items // 4  # only the (N, V) relevance mask is bool
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_block_maxima_path_neither_sorts_nor_allocates_n_by_v(monkeypatch, name):
+    gen = torch.Generator().manual_seed(17)
+    rows, num_items, ks = 8, 20_000, [1, 10, 20]
+    preds = torch.randn(rows, num_items, generator=gen)
+    labels = _plant_in_top(preds, _dense_labels((rows, num_items), "fraction", gen), gen)
+    assert rm._near_top(preds, labels, max(ks)) is not None
+    expected = reference_rows(name, ks, preds, labels)
+    _forbid_sorting(monkeypatch)
+    metric = METRICS[name](ks)
+    recorder = _record(monkeypatch, metric, preds, labels)
+    assert torch.equal(metric.metric_mean[0], expected)
+    assert not recorder.ops & {"sort", "topk", "argsort", "one_hot"}
+    assert recorder.largest < rows * num_items // 4  # nothing near (N, V), of any dtype
 
 
 def test_recorder_sees_the_sorting_reference():
