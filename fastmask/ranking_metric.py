@@ -9,17 +9,18 @@ How each update finds the labels of the top-K items (K = max(top_ks)):
 * ``labels_onehot=True`` (targets are item ids): the rank of each target among its row's scores, from
   one ``target_ranks`` call. No (N, V) one-hot tensor is built and nothing is sorted.
 * ``labels_onehot=False`` (dense (N, V) labels): the relevant items (label != 0) that can reach a row's
-  top K are gathered into an (N, M) tensor, M = the most in a row, and ranked the same way. When
-  K * ``RANK_BLOCK`` + V % ``RANK_BLOCK`` is at most V/4, one pass over the scores takes the maximum of
-  each block of ``RANK_BLOCK`` columns; only items scored at least the K-th largest block maximum (NaN
-  counted as +inf; found by ``torch.kthvalue``, a selection among the V / ``RANK_BLOCK`` maxima), or
-  NaN, can reach the top K, and they are ranked among the few blocks whose maximum reaches it and the
-  last V % ``RANK_BLOCK`` columns, which hold every item ahead of them. So labels are read only there
-  (and summed over each row for recall and average precision). Otherwise, or where so many maxima tie
-  with it that those columns pass V/4, every relevant item is ranked among the whole row. Neither
-  sorts. Finding M (and the blocks) reads them back to the host (a device sync), as does the
-  reference's choice of rows for recall. When M exceeds ``MAX_RANKED_RELEVANT`` the batch falls back to
-  a full stable sort, since ranking each item costs a pass over the row it is ranked in.
+  top K are gathered into an (N, M) tensor, M = the most in a row, and ranked the same way. On the
+  CPU, when K * ``RANK_BLOCK`` + V % ``RANK_BLOCK`` is at most V/4, one pass over the scores takes the
+  maximum of each block of ``RANK_BLOCK`` columns; only items scored at least the K-th largest block
+  maximum (NaN counted as +inf; found by ``torch.kthvalue``, a selection among the V / ``RANK_BLOCK``
+  maxima), or NaN, can reach the top K, and they are ranked among the few blocks whose maximum reaches
+  it and the last V % ``RANK_BLOCK`` columns, which hold every item ahead of them. So labels are read
+  only there (and summed over each row for recall and average precision). Otherwise (on a GPU, or
+  where so many maxima tie with it that those columns pass V/4), every relevant item is ranked among
+  the whole row. Neither sorts. Finding M (and the blocks) reads them back to the host (a device
+  sync), as does the reference's choice of rows for recall. When M exceeds ``MAX_RANKED_RELEVANT`` the
+  batch falls back to a full stable sort, since ranking each item costs a pass over the row it is
+  ranked in.
 * Integer scores (accepted by the reference) also use the full sort.
 
 Ordering: higher score first; equal scores in column order (lower item id first); NaN above every
@@ -190,7 +191,8 @@ def rank_dense(scores: torch.Tensor, labels: torch.Tensor, k: int, need_ideal: b
     if not scores.is_floating_point():
         return _rank_by_sorting(scores, labels, k, need_ideal, num_relevant)
     scores = scores.contiguous()
-    near = _near_top(scores, labels, k)
+    # On a GPU whole-row passes cost less than the extra launches and syncs of narrowing the rows down.
+    near = _near_top(scores, labels, k) if scores.device.type == "cpu" else None
     if near is None:
         ranked_scores = scores
         items, values = _left_aligned(labels != 0, labels)
