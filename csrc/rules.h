@@ -20,7 +20,10 @@ FASTMASK_HOST_DEVICE int popcount32(uint32_t bits) {
 #if defined(__CUDA_ARCH__)
   return __popc(bits);
 #else
-  return __builtin_popcount(bits);
+  // Inline bit arithmetic: x86-64's baseline has no popcnt instruction, and the library call costs more.
+  bits -= (bits >> 1) & 0x55555555u;
+  bits = (bits & 0x33333333u) + ((bits >> 2) & 0x33333333u);
+  return static_cast<int>((((bits + (bits >> 4)) & 0x0F0F0F0Fu) * 0x01010101u) >> 24);
 #endif
 }
 
@@ -157,13 +160,17 @@ FASTMASK_HOST_DEVICE void plm_mask_row(RowLanes lanes, const Item* items, bool* 
                                        int64_t padding_idx, uint64_t seed, uint32_t row, int64_t max_span_length,
                                        const int64_t* context_lengths, bool permute_all) {
   const auto nonpad = [=](int64_t t) { return is_item(items[t], padding_idx); };
-  const auto masked = [=](int64_t t) { return mask[t]; };
   const int64_t count = lanes.count(length, nonpad);
+  int64_t total = count;  // masked positions, padding included
+  int64_t spans_end = 0;  // only spans can mask padding, and only before this position
   if (permute_all) {
     lanes.for_each(0, length, [=](int64_t t) { mask[t] = nonpad(t); });
   } else {
     lanes.for_each(0, length, [=](int64_t t) { mask[t] = false; });
     lanes.sync();
+    // A span lies inside its own context window [cur, cur + context), so spans never overlap and
+    // the masked positions add up span by span.
+    total = 0;
     int64_t cur = 0;
     Philox4 words{};
     for (int64_t k = 0; cur < count; ++k) {
@@ -176,30 +183,32 @@ FASTMASK_HOST_DEVICE void plm_mask_row(RowLanes lanes, const Item* items, bool* 
       const int64_t start = cur + static_cast<int64_t>(uniform_below(offset_word, context - span + 1));
       // The span may run into padding, as in the reference.
       if (start < count) {
-        lanes.for_each(start, start + span < length ? start + span : length, [=](int64_t t) { mask[t] = true; });
+        const int64_t end = start + span < length ? start + span : length;
+        lanes.for_each(start, end, [=](int64_t t) { mask[t] = true; });
+        total += end - start;
+        spans_end = end;
       }
       cur += context;
     }
-    lanes.sync();
-    if (count > 0 && lanes.count(length, masked) == 0) {
+    if (count > 0 && total == 0) {
       const int64_t forced = lanes.kth(
           length, static_cast<int64_t>(uniform_below(draw(seed, kStreamPlmForce, row, 0), count)), nonpad);
       // The reference stores the item id itself into the bool mask: item 0 stays unmasked.
-      lanes.once([=] { mask[forced] = static_cast<int64_t>(items[forced]) != 0; });
+      const bool forced_masked = static_cast<int64_t>(items[forced]) != 0;
+      lanes.once([=] { mask[forced] = forced_masked; });
+      total = forced_masked ? 1 : 0;
     }
   }
   lanes.sync();
   // Counted before padding is dropped, so spans that ran into padding count too.
-  const int64_t total = lanes.count(length, masked);
   if (total > 0 && total == count) {
     const int64_t dropped = lanes.kth(
-        length, static_cast<int64_t>(uniform_below(draw(seed, kStreamPlmUnmask, row, 0), total)), masked);
+        length, static_cast<int64_t>(uniform_below(draw(seed, kStreamPlmUnmask, row, 0), total)),
+        [=](int64_t t) { return mask[t]; });
     lanes.once([=] { mask[dropped] = false; });
     lanes.sync();
   }
-  lanes.for_each(0, length, [=](int64_t t) {
-    if (mask[t] && !nonpad(t)) mask[t] = false;
-  });
+  lanes.for_each(0, spans_end, [=](int64_t t) { mask[t] = mask[t] & nonpad(t); });
 }
 
 // Place of position t in a PLM row's factorisation order: its random key, ties broken by position
