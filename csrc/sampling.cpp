@@ -1,11 +1,11 @@
-// CPU Gumbel-max sampling: the rule of fastmask/reference/sampling.py, without its float64 logs for
-// almost every column.
+// CPU Gumbel-max sampling: the rule of fastmask/reference/sampling.py (rules.h: noise, its bound, the
+// candidate order, the exact skip), without its float64 logs for almost every column.
 //
-// value_j = fl32(l_j + fl32(g(w_j))) with g(w) = -log(-log((w + 0.5) * 2^-32)) is non-decreasing in the
-// logit l_j and in the draw w_j, so the same formula on a block's largest logit and an upper bound of
-// its noise is an exact upper bound of every value in the block. Blocks are visited in column order
-// and ties go to the lower column, so a block (or column) whose bound is <= the running best cannot
-// change the result and is skipped. Only the columns that can still win get the float64 logs.
+// The perturbed logit is non-decreasing in the logit and in the draw, so the same formula on a block's
+// largest logit and an upper bound of its noise is an exact upper bound of every value in the block.
+// Blocks are visited in column order and ties go to the lower column, so a block (or column) whose
+// bound is <= the running best cannot change the result and is skipped. Only the columns that can
+// still win get the float64 logs.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 
@@ -16,7 +16,7 @@
 
 #include "checks.h"
 #include "cpu_ops.h"
-#include "philox.h"
+#include "rules.h"
 
 #ifdef FASTMASK_X86_DISPATCH
 #include <immintrin.h>
@@ -34,19 +34,14 @@ constexpr int kBuckets = 1 << (32 - kBucketShift);
 
 using ChunkWords = uint32_t[4][kCounters];  // [word][call]
 
-float gumbel_noise(uint32_t word) {
-  const double uniform = (static_cast<double>(word) + 0.5) * 0x1p-32;
-  return static_cast<float>(-std::log(-std::log(uniform)));
-}
-
-// bucket[b] >= gumbel_noise(w) for every draw w in bucket b (w >> kBucketShift == b): the noise of
-// the bucket's largest draw, plus one float ulp so that a libm off by one bit cannot break the bound.
+// bucket[b] >= rules::gumbel_noise(w) for every draw w in bucket b (w >> kBucketShift == b): the
+// bound at the bucket's largest draw, looked up instead of computed.
 struct NoiseBound {
   float bucket[kBuckets];
   NoiseBound() {
     for (int b = 0; b < kBuckets; ++b) {
       const uint32_t largest = (static_cast<uint32_t>(b) << kBucketShift) | ((1u << kBucketShift) - 1u);
-      bucket[b] = std::nextafter(gumbel_noise(largest), std::numeric_limits<float>::infinity());
+      bucket[b] = rules::gumbel_noise_bound(largest);
     }
   }
 };
@@ -143,8 +138,8 @@ __attribute__((target("avx2"))) ChunkScan scan_full_avx2(const float* logits) {
   __m256 nan = _mm256_setzero_ps();
   for (int b = 0; b < kBlocks; ++b) {
     __m256 largest = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-    for (int j = b * kBlock; j < (b + 1) * kBlock; j += 8) {
-      const __m256 x = _mm256_loadu_ps(logits + j);
+    for (int i = 0; i < kBlock / 8; ++i) {  // a constant trip count: fully unrolled
+      const __m256 x = _mm256_loadu_ps(logits + b * kBlock + 8 * i);
       largest = _mm256_max_ps(x, largest);
       nan = _mm256_or_ps(nan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
     }
@@ -179,8 +174,7 @@ int64_t sample_row(const scalar_t* logits, int64_t vocab, uint64_t seed, uint32_
   const ChunkKernels& kernels = chunk_kernels();
   const float* bound = noise_bound().bucket;
   const float max_noise = bound[kBuckets - 1];
-  float best = -std::numeric_limits<float>::infinity();
-  int64_t best_col = -1;
+  rules::Candidate best;
   float converted[kChunk];
   ChunkWords words;
   uint32_t max_word[kBlocks];
@@ -197,22 +191,19 @@ int64_t sample_row(const scalar_t* logits, int64_t vocab, uint64_t seed, uint32_
     if (scan.has_nan) {  // the first NaN wins (torch.argmax), and no earlier chunk had one
       return first + (std::find_if(chunk, chunk + n, [](float x) { return std::isnan(x); }) - chunk);
     }
-    if (best_col >= 0 && *std::max_element(scan.max_logit, scan.max_logit + kBlocks) + max_noise <= best) continue;
+    if (rules::cannot_beat(*std::max_element(scan.max_logit, scan.max_logit + kBlocks), max_noise, best)) continue;
     kernels.philox(seed, static_cast<uint32_t>(first >> 2), row, words, max_word);
     for (int64_t b = 0; b * kBlock < n; ++b) {
-      if (best_col >= 0 && scan.max_logit[b] + bound[max_word[b] >> kBucketShift] <= best) continue;
+      if (rules::cannot_beat(scan.max_logit[b], bound[max_word[b] >> kBucketShift], best)) continue;
       for (int64_t j = b * kBlock; j < std::min<int64_t>((b + 1) * kBlock, n); ++j) {
         const uint32_t word = words[j & 3][j >> 2];
-        if (best_col >= 0 && chunk[j] + bound[word >> kBucketShift] <= best) continue;
-        const float value = chunk[j] + gumbel_noise(word);
-        if (best_col < 0 || value > best) {
-          best = value;
-          best_col = first + j;
-        }
+        if (rules::cannot_beat(chunk[j], bound[word >> kBucketShift], best)) continue;
+        const rules::Candidate candidate{rules::perturbed_logit(chunk[j], word), first + j};
+        if (rules::beats(candidate, best)) best = candidate;
       }
     }
   }
-  return best_col;
+  return best.index;
 }
 
 }  // namespace
