@@ -1,43 +1,36 @@
 // CPU target ranks (fastmask/reference/ranking.py) without sorting: the rank of column i is the number
-// of columns j that come before it in stable descending order,
-//   j < i: s_j >= s_i or s_j is NaN;   j > i: s_j > s_i or s_j is NaN;   (s_i NaN: only NaNs at j < i)
-// which float compares give directly (-0.0 == 0.0, every NaN equal). Each row is read once, in
-// L1-sized chunks, counting for all of the row's items per chunk.
+// of columns j that come before it in stable descending order (rules.h ranks_before, split by the side
+// of j so that the counting loops compare no indices). Each row is read once, in L1-sized chunks,
+// counting for all of the row's items per chunk.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
-#include <cmath>
 #include <type_traits>
 #include <vector>
 
 #include "checks.h"
 #include "cpu_ops.h"
+#include "rules.h"
 
 namespace fastmask {
 namespace {
 
 constexpr int64_t kChunk = 4096;
 
-// !(x < t) is x >= t or x NaN; !(x <= t) is x > t or x NaN. Chunks are short enough for 32-bit counts.
+// Columns x[0..n), all left of the target (j < i) or all right of it, that come before the target
+// (score t). Chunks are short enough for 32-bit counts.
 template <typename T>
-uint32_t count_not_below(const T* x, int64_t n, T t) {
+uint32_t count_before_left(const T* x, int64_t n, T t) {
   uint32_t count = 0;
-  for (int64_t j = 0; j < n; ++j) count += !(x[j] < t);
+  for (int64_t j = 0; j < n; ++j) count += rules::ranks_before_left(x[j], t);
   return count;
 }
 
 template <typename T>
-uint32_t count_above_or_nan(const T* x, int64_t n, T t) {
+uint32_t count_before_right(const T* x, int64_t n, T t) {
   uint32_t count = 0;
-  for (int64_t j = 0; j < n; ++j) count += !(x[j] <= t);
-  return count;
-}
-
-template <typename T>
-uint32_t count_nan(const T* x, int64_t n) {
-  uint32_t count = 0;
-  for (int64_t j = 0; j < n; ++j) count += x[j] != x[j];
+  for (int64_t j = 0; j < n; ++j) count += rules::ranks_before_right(x[j], t);
   return count;
 }
 
@@ -46,8 +39,7 @@ template <typename T>
 int64_t count_before(const T* x, int64_t begin, int64_t n, int64_t col, T t) {
   const int64_t lower = std::clamp<int64_t>(col - begin, 0, n);      // columns < col
   const int64_t upper = std::clamp<int64_t>(col + 1 - begin, 0, n);  // first column > col
-  if (std::isnan(t)) return count_nan(x, lower);
-  return static_cast<int64_t>(count_not_below(x, lower, t)) + count_above_or_nan(x + upper, n - upper, t);
+  return static_cast<int64_t>(count_before_left(x, lower, t)) + count_before_right(x + upper, n - upper, t);
 }
 
 // float16 / bfloat16 scores compare exactly as float32.
