@@ -11,7 +11,7 @@
 
 #include "checks.h"
 #include "cpu_ops.h"
-#include "philox.h"
+#include "rules.h"
 
 namespace fastmask {
 namespace {
@@ -23,30 +23,32 @@ constexpr int64_t kMaxBert4recLength = int64_t{1} << 28;
 constexpr int64_t kMaxLogUniformDraws = int64_t{1} << 33;
 
 template <typename scalar_t>
-void merlin_row(uint64_t key, uint32_t row, const scalar_t* ids, int64_t length, scalar_t padding, int64_t threshold,
-                bool reset_any_full_row, int64_t longest, bool* mask) {
-  int64_t count = 0, picked = 0;
-  for (int64_t t = 0; t < length; ++t) {
-    const bool valid = ids[t] != padding;
-    mask[t] = valid && static_cast<int64_t>(draw(key, kStreamMerlinBernoulli, row, static_cast<uint64_t>(t))) < threshold;
-    count += valid;
-    picked += mask[t];
-  }
+void merlin_row(uint64_t key, uint32_t row, const scalar_t* ids, int64_t length, int64_t padding_idx,
+                uint64_t threshold, bool reset_any_full_row, int64_t longest, bool* mask) {
+  const rules::RowLanes lanes;
+  const auto valid = [=](int64_t t) { return rules::is_item(ids[t], padding_idx); };
+  lanes.for_each_draw(length, key, kStreamMerlinBernoulli, row,
+                      [=](int64_t t, uint32_t word) { mask[t] = valid(t) && rules::bernoulli(word, threshold); });
+  const int64_t count = lanes.count(length, valid);
+  const int64_t picked = lanes.count(length, [=](int64_t t) { return mask[t]; });
   const bool full = picked == count && (reset_any_full_row || count == longest);
   if (picked != 0 && !full) return;
   // Reset to exactly one: the k-th valid position (none in a row without items).
-  uint64_t k = uniform_below(draw(key, kStreamMerlinReset, row, 0), static_cast<uint64_t>(count));
-  for (int64_t t = 0; t < length; ++t) mask[t] = ids[t] != padding && k-- == 0;
+  const int64_t chosen =
+      lanes.kth(length, static_cast<int64_t>(uniform_below(draw(key, kStreamMerlinReset, row, 0), count)), valid);
+  for (int64_t t = 0; t < length; ++t) mask[t] = t == chosen;
 }
 
 template <typename scalar_t>
-int64_t longest_row(const scalar_t* ids, int64_t batch, int64_t length, scalar_t padding) {
+int64_t longest_row(const scalar_t* ids, int64_t batch, int64_t length, int64_t padding_idx) {
   return at::parallel_reduce(
       0, batch, grain_rows(length), int64_t{0},
       [&](int64_t begin, int64_t end, int64_t longest) {
         for (int64_t b = begin; b < end; ++b) {
           const scalar_t* row = ids + b * length;
-          longest = std::max<int64_t>(longest, std::count_if(row, row + length, [&](scalar_t v) { return v != padding; }));
+          const int64_t count =
+              rules::RowLanes{}.count(length, [=](int64_t t) { return rules::is_item(row[t], padding_idx); });
+          longest = std::max(longest, count);
         }
         return longest;
       },
@@ -97,10 +99,11 @@ void bert4rec_row(uint64_t key, uint32_t row, const scalar_t* ids, int64_t lengt
       break;
     }
   }
+  rules::RowLanes{}.for_each_draw(length, key, kStreamBert4recMask, row, [=](int64_t t, uint32_t word) {
+    masked[t] = t < scan_length && rules::bernoulli(word, static_cast<uint64_t>(threshold));
+  });
   int64_t count = 0;
   for (int64_t t = 0; t < length; ++t) {
-    masked[t] = t < scan_length &&
-                static_cast<int64_t>(draw(key, kStreamBert4recMask, row, static_cast<uint64_t>(t))) < threshold;
     count += masked[t];
     out.masked_item_seq[t] = masked[t] ? n_items : static_cast<int64_t>(ids[t]);
   }
@@ -129,12 +132,11 @@ at::Tensor merlin_mask_random_cpu(const at::Tensor& item_ids, const at::Tensor& 
   AT_DISPATCH_INTEGRAL_TYPES(ids.scalar_type(), "merlin_mask_random_cpu", [&] {
     const scalar_t* ids_data = ids.const_data_ptr<scalar_t>();
     bool* mask_data = mask.mutable_data_ptr<bool>();
-    const auto padding = static_cast<scalar_t>(padding_idx);
-    const int64_t longest = reset_any_full_row ? 0 : longest_row(ids_data, batch, length, padding);
+    const int64_t longest = reset_any_full_row ? 0 : longest_row(ids_data, batch, length, padding_idx);
     at::parallel_for(0, batch, grain_rows(length), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        merlin_row(key, static_cast<uint32_t>(b), ids_data + b * length, length, padding, threshold,
-                   reset_any_full_row, longest, mask_data + b * length);
+        merlin_row(key, static_cast<uint32_t>(b), ids_data + b * length, length, padding_idx,
+                   static_cast<uint64_t>(threshold), reset_any_full_row, longest, mask_data + b * length);
       }
     });
   });
