@@ -23,7 +23,7 @@ STREAM_GUMBEL = tl.constexpr(reference.STREAM_GUMBEL)
 @triton.jit
 def philox_words(seed, counter, row, stream):
     """The four uint32 words of counter ``(counter, row, stream, 0)`` (``counter`` may be a block)."""
-    counter = tl.to_tensor(counter).to(tl.uint32)
+    counter = ((row * 0).to(tl.int64) + counter).to(tl.uint32)  # a tensor, also from a literal
     zero = counter * 0
     return tl.philox(seed, counter, zero + row.to(tl.uint32), zero + stream, zero)
 
@@ -31,7 +31,7 @@ def philox_words(seed, counter, row, stream):
 @triton.jit
 def draw(seed, stream, row, element):
     """uint32 draw ``element`` of ``stream`` for ``row`` (scalar or block ``element``)."""
-    element = tl.to_tensor(element)
+    element = (row * 0).to(tl.int64) + element  # a tensor, also from a literal
     w0, w1, w2, w3 = philox_words(seed, element >> 2, row, stream)
     which = element & 3
     return tl.where(which == 0, w0, tl.where(which == 1, w1, tl.where(which == 2, w2, w3)))
@@ -51,4 +51,5 @@ def block_draws(seed, stream, row, first_element, BLOCK: tl.constexpr):
 @triton.jit
 def uniform_below(word, n):
     """Integer in ``[0, n)`` from a uint32 draw, ``(word * n) >> 32`` in 64-bit math, as int64."""
-    return ((word.to(tl.uint64) * tl.to_tensor(n).to(tl.uint64)) >> 32).to(tl.int64)
+    n = ((word * 0).to(tl.int64) + n).to(tl.uint64)  # a tensor, also from a literal
+    return ((word.to(tl.uint64) * n) >> 32).to(tl.int64)

@@ -23,16 +23,21 @@ BLOCK_CAP = 2048
 @triton.jit
 def _order_key(scores):
     """Signed integer with the ranking order of ``scores``: NaN highest, -0.0 == 0.0."""
+    # NaN and zero are read off the bits, the same test for every dtype and compiler.
     if scores.dtype == tl.float64:
         bits = scores.to(tl.int64, bitcast=True)
+        magnitude = bits & 0x7FFFFFFFFFFFFFFF
         key = bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)
         top = 0x7FFFFFFFFFFFFFFF
+        is_nan = magnitude > 0x7FF0000000000000
     else:
         bits = scores.to(tl.int32, bitcast=True)
+        magnitude = bits & 0x7FFFFFFF
         key = bits ^ ((bits >> 31) & 0x7FFFFFFF)
         top = 0x7FFFFFFF
-    key = tl.where(scores == 0, 0, key)
-    return tl.where(scores != scores, top, key)
+        is_nan = magnitude > 0x7F800000
+    key = tl.where(magnitude == 0, 0, key)
+    return tl.where(is_nan, top, key)
 
 
 @triton.jit
