@@ -1,6 +1,7 @@
 // The CPU kernels behind torch.ops.fastmask_C (schemas in registration.cpp, rules in fastmask/reference).
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Half.h>
 
 #include <algorithm>
@@ -8,6 +9,8 @@
 #include <cstring>
 #include <tuple>
 #include <type_traits>
+
+#include "checks.h"
 
 // x86 builds compile AVX2 / F16C paths next to the portable ones and pick one at run time.
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -62,5 +65,23 @@ void to_float(const scalar_t* src, float* dst, int64_t n) {
 inline uint64_t seed_key_cpu(const at::Tensor& seed) {
   return static_cast<uint64_t>(*seed.const_data_ptr<int64_t>());  // one element: strides do not matter
 }
+
+// Checked arguments of an op that draws a Bernoulli (B, L) bool mask over item ids (MLM, Merlin).
+struct BernoulliMaskArgs {
+  uint64_t key;     // Philox key
+  at::Tensor ids;   // item ids, contiguous
+  at::Tensor mask;  // the output, uninitialised
+  uint64_t threshold;
+
+  BernoulliMaskArgs(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t threshold_arg) {
+    check_item_ids(item_ids, padding_idx);
+    check_seed(seed, item_ids.device());
+    check_threshold(threshold_arg);
+    key = seed_key_cpu(seed);
+    ids = item_ids.contiguous();
+    mask = at::empty(ids.sizes(), ids.options().dtype(at::kBool));
+    threshold = static_cast<uint64_t>(threshold_arg);
+  }
+};
 
 }  // namespace fastmask

@@ -60,24 +60,19 @@ struct PlmRowOrder {
 }  // namespace
 
 at::Tensor mlm_mask_cpu(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t threshold) {
-  check_item_ids(item_ids, padding_idx);
-  check_seed(seed, item_ids.device());
-  check_threshold(threshold);
-  const uint64_t key = seed_key_cpu(seed);
-  const at::Tensor ids = item_ids.contiguous();
-  const int64_t batch = ids.size(0), length = ids.size(1);
-  at::Tensor mask = at::empty({batch, length}, ids.options().dtype(at::kBool));
-  AT_DISPATCH_INTEGRAL_TYPES(ids.scalar_type(), "mlm_mask_cpu", [&] {
-    const scalar_t* ids_data = ids.const_data_ptr<scalar_t>();
-    bool* mask_data = mask.mutable_data_ptr<bool>();
+  const BernoulliMaskArgs args(item_ids, seed, padding_idx, threshold);
+  const int64_t batch = args.ids.size(0), length = args.ids.size(1);
+  AT_DISPATCH_INTEGRAL_TYPES(args.ids.scalar_type(), "mlm_mask_cpu", [&] {
+    const scalar_t* ids_data = args.ids.const_data_ptr<scalar_t>();
+    bool* mask_data = args.mask.mutable_data_ptr<bool>();
     at::parallel_for(0, batch, grain_rows(length), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        rules::mlm_mask_row(rules::RowLanes{}, ids_data + b * length, mask_data + b * length, length, padding_idx, key,
-                            static_cast<uint32_t>(b), static_cast<uint64_t>(threshold));
+        rules::mlm_mask_row(rules::RowLanes{}, ids_data + b * length, mask_data + b * length, length, padding_idx,
+                            args.key, static_cast<uint32_t>(b), args.threshold);
       }
     });
   });
-  return mask;
+  return args.mask;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> plm_train_masks_cpu(
