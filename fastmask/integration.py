@@ -46,7 +46,7 @@ _MASKING_OPTIONS = ("generator", "check_inputs", "skip_empty_rows")
 _METRIC_CLASSES = ("PrecisionAt", "RecallAt", "AvgPrecisionAt", "DCGAt", "NDCGAt", "MeanReciprocalRankAt")
 # Each metric class defines its own ``_metric``, so fastmask's shared one is set on every class.
 _METRIC_METHODS = {"RankingMetric": ("full_state_update", "update")} | {
-    name: ("_metric", "_needs_ideal", "_from_ranked") for name in _METRIC_CLASSES
+    name: ("_metric", "_needs_ideal", "_needs_num_relevant", "_from_ranked") for name in _METRIC_CLASSES
 }
 # Methods that instances keep bound from construction on: torchmetrics binds ``update`` in
 # ``Metric.__init__``, AvgPrecisionAt and NDCGAt keep an inner metric's ``_metric``.
