@@ -50,10 +50,9 @@ struct RowLanes {
     const int64_t t = base + (threadIdx.x % kWidth);
     return __ballot_sync(0xffffffffu, t < end && pred(t));
 #else
-    uint32_t bits = 0;
-    for (int lane = 0; lane < kWidth; ++lane) {
-      if (base + lane < end && pred(base + lane)) bits |= 1u << lane;
-    }
+    const int64_t lanes = end - base < kWidth ? end - base : kWidth;
+    uint32_t bits = 0;  // branch-free: pred is data-dependent
+    for (int lane = 0; lane < lanes; ++lane) bits |= static_cast<uint32_t>(pred(base + lane)) << lane;
     return bits;
 #endif
   }
