@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import ops
-from ._checks import data_checks_enabled as _data_checks_enabled
+from ._checks import data_checks_enabled
 from .reference import masking as rules
 from .reference.philox import bernoulli_threshold
 from .registry import Registry
@@ -123,7 +123,7 @@ class MaskSequence(OutputSizeMixin, nn.Module):
             raise TypeError(f"item_ids must hold integer ids, got dtype {item_ids.dtype}")
         if item_ids.ndim != 2:
             raise ValueError(f"item_ids must be 2-D (batch, seq_len), got shape {tuple(item_ids.shape)}")
-        if not _data_checks_enabled(item_ids, self.check_inputs) or item_ids.numel() == 0:
+        if not data_checks_enabled(item_ids, self.check_inputs) or item_ids.numel() == 0:
             return
         checks = [(item_ids < 0).any()]
         if training and self._needs_items_in_every_row and not self.skip_empty_rows:
@@ -421,7 +421,7 @@ class ReplacementLanguageModeling(MaskedLanguageModeling):
                 f"targets, got {tuple(itemid_seq.shape)} and {tuple(target_flat.shape)}"
             )
         is_target = target_flat != self.padding_idx
-        if _data_checks_enabled(target_flat, self.check_inputs):
+        if data_checks_enabled(target_flat, self.check_inputs):
             num_targets = int(is_target.sum())
             if logits.ndim != 2 or logits.shape[0] != num_targets:
                 raise ValueError(

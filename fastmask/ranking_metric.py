@@ -48,7 +48,7 @@ import torchmetrics as tm
 from torchmetrics.utilities.data import dim_zero_cat
 
 from . import ops
-from .masking import _data_checks_enabled
+from ._checks import data_checks_enabled
 from .reference import ranking as rules
 from .registry import ClassRegistry
 
@@ -215,7 +215,7 @@ def _item_ids(target: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"target must hold one item id per row of preds ({rows}), got shape {tuple(target.shape)}"
         )
-    if _data_checks_enabled(items, True) and ((items < 0) | (items >= num_items)).any():
+    if data_checks_enabled(items, True) and ((items < 0) | (items >= num_items)).any():
         raise ValueError(f"target item ids must be in [0, {num_items}) for preds with {num_items} items")
     return items
 
