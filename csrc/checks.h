@@ -79,11 +79,6 @@ inline void check_rank_inputs(const at::Tensor& scores, const at::Tensor& items)
                     items.sizes());
 }
 
-// The largest of target_ranks' items (the reference raises for one beyond the vocabulary).
-inline void check_largest_item(int64_t largest, int64_t vocab) {
-  TORCH_CHECK_VALUE(largest < vocab, "items must be column indices below ", vocab, " (or -1 for none), got ", largest);
-}
-
 // seed: int64 tensor holding one value, on `device`.
 inline void check_seed(const at::Tensor& seed, const c10::Device& device) {
   TORCH_CHECK_TYPE(seed.scalar_type() == at::kLong, "seed must be an int64 tensor, got ", seed.scalar_type());

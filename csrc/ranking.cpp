@@ -50,8 +50,8 @@ template <typename scalar_t, typename acc_t = compare_t<scalar_t>>
 void rank_row(const scalar_t* scores, int64_t vocab, const int64_t* items, int64_t num_items, int64_t* ranks,
               std::vector<acc_t>& targets, std::vector<float>& converted) {
   for (int64_t m = 0; m < num_items; ++m) {
-    ranks[m] = items[m] < 0 ? -1 : 0;
-    targets[m] = items[m] < 0 ? acc_t{0} : static_cast<acc_t>(scores[items[m]]);
+    ranks[m] = rules::ranked_item(items[m], vocab) ? 0 : -1;
+    targets[m] = ranks[m] < 0 ? acc_t{0} : static_cast<acc_t>(scores[items[m]]);
   }
   for (int64_t begin = 0; begin < vocab; begin += kChunk) {
     const int64_t n = std::min(kChunk, vocab - begin);
@@ -63,7 +63,7 @@ void rank_row(const scalar_t* scores, int64_t vocab, const int64_t* items, int64
       chunk = converted.data();
     }
     for (int64_t m = 0; m < num_items; ++m) {
-      if (items[m] >= 0) ranks[m] += count_before(chunk, begin, n, items[m], targets[m]);
+      if (ranks[m] >= 0) ranks[m] += count_before(chunk, begin, n, items[m], targets[m]);
     }
   }
 }
@@ -76,8 +76,6 @@ at::Tensor target_ranks_cpu(const at::Tensor& scores, const at::Tensor& items) {
   const at::Tensor columns = items.contiguous();
   const int64_t rows = values.size(0), vocab = values.size(1), num_items = columns.size(1);
   const int64_t* item_data = columns.const_data_ptr<int64_t>();
-  // Checked before any work so that bad input never yields a partial result.
-  if (columns.numel() > 0) check_largest_item(*std::max_element(item_data, item_data + columns.numel()), vocab);
   at::Tensor ranks = at::empty({rows, num_items}, columns.options());
   int64_t* out = ranks.mutable_data_ptr<int64_t>();
   if (num_items == 0) return ranks;

@@ -285,6 +285,9 @@ FASTMASK_HOST_DEVICE bool cannot_beat(float max_logit, float noise_bound, Candid
 // ---------------------------------------------------------------------------------------------
 // Target ranks. See reference ranking.py: rank = number of columns ordered before the target, in
 // the stable descending order where NaN is above every number and equal to NaN, and -0.0 == 0.0.
+// Items outside [0, vocab) are not ranked (rank -1).
+
+FASTMASK_HOST_DEVICE bool ranked_item(int64_t item, int64_t vocab) { return item >= 0 && item < vocab; }
 
 FASTMASK_HOST_DEVICE float to_rank_key(float x) { return x; }
 FASTMASK_HOST_DEVICE double to_rank_key(double x) { return x; }

@@ -143,18 +143,18 @@ def _(logits, seed):
 
 
 @torch.library.custom_op("fastmask::target_ranks", mutates_args=())
-def target_ranks(scores: Tensor, items: Tensor) -> Tensor:
+def target_ranks(scores: Tensor, items: Tensor, check_items: bool = True) -> Tensor:
     """0-based rank of ``items[n, m]`` among ``scores[n]`` (stable descending order); -1 for negative items.
 
-    Items >= V raise ValueError (a read-back, skipped under torch.compile and CUDA-graph capture,
-    where such items rank -1).
+    With ``check_items``, items >= V raise ValueError (a read-back, skipped under torch.compile and
+    CUDA-graph capture); unchecked, they rank -1 on every backend.
     """
-    if items.numel() and data_checks_enabled(items) and bool((items >= scores.shape[-1]).any()):
+    if check_items and items.numel() and data_checks_enabled(items) and bool((items >= scores.shape[-1]).any()):
         raise ValueError(f"items must be item ids below V = {scores.shape[-1]} (or -1 for none)")
     return run("target_ranks", scores.device, scores, items)
 
 
 @target_ranks.register_fake
-def _(scores, items):
+def _(scores, items, check_items=True):
     return items.new_empty(items.shape, dtype=torch.int64)
 

@@ -105,7 +105,7 @@ def _sorted_by_label(topk: torch.Tensor) -> torch.Tensor:
     """``rules.ideal_labels`` without a sort: each label's place from ``target_ranks`` on the labels."""
     keys = topk if topk.is_floating_point() else topk.to(torch.float64)
     slots = torch.arange(topk.shape[1], device=topk.device).expand(topk.shape)
-    places = ops.target_ranks(keys, slots.contiguous())
+    places = ops.target_ranks(keys, slots.contiguous(), check_items=False)
     return torch.empty_like(topk).scatter_(1, places, topk)
 
 
@@ -114,7 +114,7 @@ def rank_item_ids(scores: torch.Tensor, items: torch.Tensor, k: int, need_ideal:
     if not scores.is_floating_point():
         labels = torch.zeros(scores.shape, dtype=torch.float32, device=scores.device)
         return rank_dense(scores, labels.scatter_(1, items.unsqueeze(1), 1.0), k, need_ideal)
-    ranks = ops.target_ranks(scores, items.unsqueeze(1))
+    ranks = ops.target_ranks(scores, items.unsqueeze(1), check_items=False)  # checked by _item_ids
     topk = _scatter_ranked(ranks, torch.ones(ranks.shape, dtype=torch.float32, device=scores.device), k)
     ideal = None
     if need_ideal:  # at most one 1: re-sorted, it comes first
@@ -203,7 +203,7 @@ def rank_dense(scores: torch.Tensor, labels: torch.Tensor, k: int, need_ideal: b
     if items.shape[1] == 0:
         topk = torch.zeros(labels.shape[0], k, dtype=labels.dtype, device=labels.device)
         return RankedLabels(topk, num_relevant, False, topk if need_ideal else None)
-    topk = _scatter_ranked(ops.target_ranks(ranked_scores, items), values, k)
+    topk = _scatter_ranked(ops.target_ranks(ranked_scores, items, check_items=False), values, k)
     return RankedLabels(topk, num_relevant, False, _sorted_by_label(topk) if need_ideal else None)
 
 

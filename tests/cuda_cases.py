@@ -70,7 +70,8 @@ def rank_scores(rows: int, vocab: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def rank_items(rows: int, targets: int, vocab: int, rng: np.random.Generator) -> torch.Tensor:
-    """Item columns in [0, vocab), with -1 (no item) and other negatives (also no item) mixed in."""
+    """Item columns in [0, vocab), with -1 (no item) and other items outside the row (also none) mixed in."""
     items = torch.from_numpy(rng.integers(-1, vocab, size=(rows, targets)))
     items[torch.from_numpy(rng.random((rows, targets)) < 0.1)] = -7
+    items[torch.from_numpy(rng.random((rows, targets)) < 0.05)] = vocab
     return items

@@ -21,7 +21,9 @@ def test_target_ranks_item_range_on_every_backend(backend):
         with pytest.raises(ValueError, match="items must be item ids below V = 4"):
             ops.target_ranks(scores, torch.tensor([[4]]))
         ranks = ops.target_ranks(scores, torch.tensor([[3, -1, -7, 0]]))
+        unchecked = ops.target_ranks(scores, torch.tensor([[4, 1, 9]]), check_items=False)
     assert ranks.tolist() == [[1, -1, -1, 3]]
+    assert unchecked.tolist() == [[-1, 0, -1]]
     assert ops.last_backend("target_ranks") == backend
 
 

@@ -149,5 +149,33 @@ def test_gumbel_argmax_ties_nan_and_distribution():
 
 def test_ranks_by_hand():
     scores = torch.tensor([[1.0, 3.0, 3.0, float("nan"), -0.0, 0.0]])
-    items = torch.tensor([[3, 1, 2, 4, 5, 0, -1]])
-    assert ranking.target_ranks(scores, items).tolist() == [[0, 1, 2, 4, 5, 3, -1]]
+    items = torch.tensor([[3, 1, 2, 4, 5, 0, -1, 6, 99]])
+    assert ranking.target_ranks(scores, items).tolist() == [[0, 1, 2, 4, 5, 3, -1, -1, -1]]
+
+
+def counted_ranks(row: list) -> list:
+    """Rank of each entry of ``row`` by the definition: the entries ahead of it, counted."""
+    def ahead(j, i):
+        a, b = row[j], row[i]
+        if b != b:
+            return a != a and j < i
+        return a != a or a > b or (a == b and j < i)
+    return [sum(ahead(j, i) for j in range(len(row))) for i in range(len(row))]
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_ranks_ignore_the_signs_of_zero_and_nan(device, dtype):
+    # Longer than the small-sort paths of device sorts, with both signs of zero and of NaN.
+    gen = torch.Generator().manual_seed(3)
+    values = (torch.randint(-2, 3, (2, 300), generator=gen) / 2).to(dtype)
+    values[:, ::3] = -0.0
+    values[:, 1::7] = float("nan")
+    values[:, 2::11] = -values[:, 1::7][:, : values[:, 2::11].shape[1]]  # NaN with the sign bit set
+    items = torch.arange(300).repeat(2, 1)
+    got = ranking.target_ranks(values.to(device), items.to(device)).cpu()
+    expected = [counted_ranks(row) for row in values.double().tolist()]
+    assert got.tolist() == expected

@@ -92,7 +92,7 @@ FASTMASK_HOST_DEVICE RankTargets<Key> rank_targets(const T* scores, const int64_
   targets.count = count;
   for (int m = 0; m < kRankTargetsPerPass; ++m) {
     const int64_t item = m < count ? items[first + m] : -1;
-    const bool valid = item >= 0 && item < vocab;
+    const bool valid = ranked_item(item, vocab);
     targets.column[m] = valid ? item : -1;
     targets.score[m] = valid ? to_rank_key(scores[item]) : Key(0);
   }

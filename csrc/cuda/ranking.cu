@@ -39,12 +39,12 @@ __device__ __forceinline__ void block_sums(int64_t* counts) {
   __syncthreads();  // per_warp is reused by the next call
 }
 
-// -1 for rows' missing items, 0 for the others: the start of the split kernels' atomic sums.
+// -1 for items not ranked, 0 for the others: the start of the split kernels' atomic sums.
 __global__ void target_ranks_init_kernel(const int64_t* __restrict__ items, int64_t total, int64_t vocab,
                                          int64_t* __restrict__ ranks) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    ranks[i] = items[i] >= 0 && items[i] < vocab ? 0 : -1;
+    ranks[i] = rules::ranked_item(items[i], vocab) ? 0 : -1;
   }
 }
 

@@ -1,7 +1,9 @@
 """Reference ranks: the position of an item in its row sorted by descending score.
 
 Order: higher score first; among equal scores the lower column first; NaN above every number
-(``torch.sort(descending=True, stable=True)``). ``-0.0`` equals ``0.0``.
+(``torch.sort(descending=True, stable=True)`` on the CPU). ``-0.0`` equals ``0.0``, and every NaN
+is the same, whatever its sign: they are made so before sorting, since some device sorts order the
+sign bits of zeros and NaNs (``torch.sort`` of bfloat16 on CUDA does).
 """
 from __future__ import annotations
 
@@ -10,18 +12,20 @@ import torch
 
 def stable_descending_order(scores: torch.Tensor) -> torch.Tensor:
     """Column indices of each row of ``scores`` (N, V) in ranking order."""
+    if scores.is_floating_point():
+        scores = scores.masked_fill(scores == 0, 0.0).masked_fill_(torch.isnan(scores), float("nan"))
     return torch.sort(scores, dim=1, descending=True, stable=True).indices
 
 
 def target_ranks(scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """0-based rank of ``items[n, m]`` in row n of ``scores``; -1 where the item is -1."""
+    """0-based rank of ``items[n, m]`` in row n of ``scores``; -1 where the item is outside [0, V)."""
     order = stable_descending_order(scores)
     rank_of_column = torch.empty_like(order)
     positions = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
     rank_of_column.scatter_(1, order, positions)
-    valid = items >= 0
-    ranks = torch.gather(rank_of_column, 1, items.clamp(min=0))
-    return torch.where(valid, ranks, torch.full_like(ranks, -1))
+    ranked = (items >= 0) & (items < scores.shape[1])
+    ranks = torch.gather(rank_of_column, 1, torch.where(ranked, items, 0))
+    return torch.where(ranked, ranks, torch.full_like(ranks, -1))
 
 
 # --- Ranking metrics -------------------------------------------------------------------------
