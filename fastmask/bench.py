@@ -196,7 +196,8 @@ def _metric_modules(namespace, onehot: bool):
 
 
 def _metrics_case(name, rows, vocab, onehot):
-    """NDCG/Recall/AP at TOP_KS: the update path of T4Rec's evaluation (one-hot or multi-hot labels)."""
+    """NDCG/Recall/AP at TOP_KS updated on one batch, as T4Rec's evaluation does (one-hot or multi-hot
+    labels); fastmask's three share the batch's rank pass, T4Rec's each run their own top-k."""
     if onehot:
         make_inputs = _onehot_inputs(rows, vocab)
         label_key, read = "targets", rows * vocab * 4 + rows * 8
@@ -214,8 +215,10 @@ def _metrics_case(name, rows, vocab, onehot):
 
     def update_all(metrics, inputs):
         def run():
+            # Each run is a new batch: new tensor objects (views of the same data), ranked afresh.
+            scores, labels = inputs["scores"][:], inputs[label_key][:]
             for metric in metrics:
-                metric.update(inputs["scores"], inputs[label_key])
+                metric.update(scores, labels)
         return run
 
     def fastmask_fn(inputs):

@@ -23,6 +23,12 @@ How each update finds the labels of the top-K items (K = max(top_ks)):
   ranked in.
 * Integer scores (accepted by the reference) also use the full sort.
 
+Metrics updated on one batch share its ranking: a model updates each of its metrics with the same
+preds and target tensors, and the pass over the (N, V) scores is what an update costs. The last
+batch's ranked labels (by K) are kept per thread, keyed by the very tensor objects (weak references,
+so nothing is kept alive) and their version counters: an in-place change or another tensor ranks
+again. Changes that bypass the version counter (writes through ``.data``) are not seen.
+
 Ordering: higher score first; equal scores in column order (lower item id first); NaN above every
 number, so NaN-scored items are ranked first. This is ``torch.sort(descending=True, stable=True)``,
 which the reference's ``torch.topk`` matches on its own test cases; ``torch.topk`` itself leaves the
@@ -41,6 +47,8 @@ the host, except under ``torch.compile`` and CUDA-graph capture.
 from __future__ import annotations
 
 import operator
+import threading
+import weakref
 from typing import NamedTuple, Optional
 
 import torch
@@ -231,6 +239,36 @@ def _dense_labels(target: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     return labels
 
 
+def _completed(ranked: RankedLabels, labels: torch.Tensor, need_ideal: bool, need_num_relevant: bool):
+    """``ranked`` with the parts a metric needs that an earlier metric did not."""
+    if need_num_relevant and ranked.num_relevant is None:
+        ranked = ranked._replace(num_relevant=torch.sum(labels, dim=-1))
+    if need_ideal and ranked.ideal is None:
+        ranked = ranked._replace(ideal=_sorted_by_label(ranked.topk))
+    return ranked
+
+
+_last_batch = threading.local()
+
+
+def _batch_results(preds: torch.Tensor, target: torch.Tensor, labels_onehot: bool) -> dict:
+    """The ranked labels of the batch (preds, target), by K, shared by every metric updated on it.
+
+    The entry is the last batch's: the very same tensor objects (held by weak references, so nothing
+    is kept alive), unchanged since (same version counters). A fresh dict otherwise, and always under
+    torch.compile and for inference tensors, which have no version counter.
+    """
+    if torch.compiler.is_compiling() or preds.is_inference() or target.is_inference():
+        return {}
+    key = (preds._version, target._version, labels_onehot)
+    entry = getattr(_last_batch, "entry", None)
+    if entry is not None and entry[0]() is preds and entry[1]() is target and entry[2] == key:
+        return entry[3]
+    results: dict = {}
+    _last_batch.entry = (weakref.ref(preds), weakref.ref(target), key, results)
+    return results
+
+
 class RankingMetric(tm.Metric):
     """Mean over all rows seen of a ranking metric at each cutoff in ``top_ks``.
 
@@ -263,12 +301,20 @@ class RankingMetric(tm.Metric):
             raise ValueError(f"preds must be (N, V) or (B, L, V) scores, got shape {tuple(preds.shape)}")
         num_items = preds.shape[-1]
         ks = normalize_top_ks(self.top_ks, num_items)
+        k = max(ks)
         scores = preds.detach().reshape(-1, num_items)
+        shared = _batch_results(preds, target, self.labels_onehot)
+        ranked = shared.get(k)
         if self.labels_onehot:
-            ranked = rank_item_ids(scores, _item_ids(target, scores), max(ks), self._needs_ideal)
+            if ranked is None:
+                ranked = rank_item_ids(scores, _item_ids(target, scores), k, need_ideal=True)
         else:
-            ranked = rank_dense(scores, _dense_labels(target, scores), max(ks), self._needs_ideal,
-                                self._needs_num_relevant)
+            labels = _dense_labels(target, scores)
+            if ranked is None:
+                ranked = rank_dense(scores, labels, k, self._needs_ideal, self._needs_num_relevant)
+            else:
+                ranked = _completed(ranked, labels, self._needs_ideal, self._needs_num_relevant)
+        shared[k] = ranked
         self.metric_mean.append(self._from_ranked(ks, ranked))  # type: ignore
 
     def compute(self):

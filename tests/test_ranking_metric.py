@@ -3,6 +3,7 @@ cases; torchmetrics behaviour; validation; and proof that the fast path neither 
 (N, V) float tensor."""
 import importlib
 import re
+import weakref
 
 import numpy as np
 import pytest
@@ -135,18 +136,21 @@ def test_many_relevant_items_fall_back_to_sorting(monkeypatch):
     gen = torch.Generator().manual_seed(3)
     scores = torch.randint(0, 5, (6, 40), generator=gen).float()
     labels = (torch.rand(6, 40, generator=gen) < 0.5).float() * torch.rand(6, 40, generator=gen)
-    ks = [1, 4, 40]
+    ks = [1, 4, 30]
     calls = []
     real = ops.target_ranks
     monkeypatch.setattr(ops, "target_ranks", lambda *a, **kw: calls.append(a) or real(*a, **kw))
     monkeypatch.setattr(rm, "MAX_RANKED_RELEVANT", int((labels != 0).sum(1).max()) - 1)
     for name, cls in METRICS.items():
         assert torch.equal(batch_rows(cls(ks), scores, labels), reference_rows(name, ks, scores, labels))
-    assert calls == []  # every row went through the sort
+    assert [a[0].shape for a in calls] == [(6, 30)]  # every row went through the sort; NDCG's ideal ranks topk
     monkeypatch.setattr(rm, "MAX_RANKED_RELEVANT", 40)
+    calls.clear()
+    scores, labels = scores.clone(), labels.clone()  # a new batch
     for name, cls in METRICS.items():
         assert torch.equal(batch_rows(cls(ks), scores, labels), reference_rows(name, ks, scores, labels))
-    assert len(calls) == len(METRICS) + 1  # one ranking per metric, one more for NDCG's ideal
+    # One ranking of the rows shared by the metrics of the batch, one more for NDCG's ideal.
+    assert [a[0].shape for a in calls] == [(6, 40), (6, 30)]
 
 
 # Shapes where dense labels take the block-maxima path: V >= 4 * K * RANK_BLOCK, V not always a multiple
@@ -516,6 +520,67 @@ def test_bad_metric_inputs():
 
 
 # --- the fast path neither sorts nor builds (N, V) float tensors -----------------------------
+
+
+def _count_rank_passes(monkeypatch, num_items):
+    """The ``target_ranks`` calls over whole rows of ``num_items`` scores, as a list that grows."""
+    passes = []
+    real = ops.target_ranks
+
+    def counted(scores, items, **kwargs):
+        if scores.shape[-1] == num_items:
+            passes.append(scores.shape)
+        return real(scores, items, **kwargs)
+
+    monkeypatch.setattr(ops, "target_ranks", counted)
+    return passes
+
+
+@pytest.mark.parametrize("labels_onehot", [True, False])
+def test_metrics_updated_on_one_batch_share_its_rank_pass(monkeypatch, labels_onehot):
+    gen = torch.Generator().manual_seed(21)
+    preds = torch.randint(0, 6, (2, 4, 300), generator=gen).float()  # (B, L, V): many ties
+    items = torch.randint(0, 300, (2, 4), generator=gen)
+    labels = one_hot(items.reshape(-1), 300)
+    if not labels_onehot:
+        labels[:, ::7] = 0.5
+    target = items if labels_onehot else labels
+    passes = _count_rank_passes(monkeypatch, 300)
+    ks = [1, 5, 20]
+    for name, cls in METRICS.items():  # needs differ: recall and AP sum the labels, NDCG re-sorts them
+        got = batch_rows(cls(ks, labels_onehot=labels_onehot), preds, target)
+        assert torch.equal(got, reference_rows(name, ks, preds.reshape(-1, 300), labels)), name
+    assert len(passes) == 1
+    metric = rm.NDCGAt([1, 50], labels_onehot=labels_onehot)  # another K: another pass
+    assert torch.equal(batch_rows(metric, preds, target), reference_rows("ndcg", [1, 50], preds.reshape(-1, 300), labels))
+    assert len(passes) == 2
+
+
+def test_a_changed_or_new_batch_is_ranked_again(monkeypatch):
+    gen = torch.Generator().manual_seed(22)
+    preds = torch.randn(6, 200, generator=gen)
+    items = torch.randint(0, 200, (6,), generator=gen)
+    passes = _count_rank_passes(monkeypatch, 200)
+    recall, ndcg = rm.RecallAt([3], labels_onehot=True), rm.NDCGAt([3], labels_onehot=True)
+    batch_rows(recall, preds, items)
+    preds[torch.arange(6), items] = 10.0  # in place: every target now ranks first
+    assert batch_rows(ndcg, preds, items).tolist() == [[1.0]] * 6
+    assert torch.equal(batch_rows(recall, preds, items.clone()), torch.ones(6, 1))  # equal values, new tensor
+    assert len(passes) == 3
+    with torch.inference_mode():  # no version counter: never shared
+        frozen, frozen_items = preds.clone(), items.clone()
+    batch_rows(recall, frozen, frozen_items)
+    batch_rows(ndcg, frozen, frozen_items)
+    assert len(passes) == 5
+
+
+def test_shared_results_keep_no_batch_alive():
+    preds = torch.randn(4, 100)
+    target = torch.randint(0, 100, (4,))
+    batch_rows(rm.RecallAt([2], labels_onehot=True), preds, target)
+    watch = weakref.ref(preds)
+    del preds
+    assert watch() is None
 
 
 def counting_ranks(scores, items):
