@@ -12,8 +12,10 @@ Options beyond the reference (all keyword-only, all default to the reference's b
   raise (``multinomial`` on an all-zero row); by default fastmask raises a ``ValueError`` too.
   With ``skip_empty_rows=True`` such rows get no target instead.
 * ``check_inputs``: data-dependent checks (negative ids, rows of padding, RTD logits rows) read
-  values back to the host, which synchronises a GPU. They are skipped under ``torch.compile`` and
-  CUDA-graph capture, and with ``check_inputs=False`` for a sync-free eager path.
+  values back to the host. By default (None) they run on CPU tensors only: on a GPU the read would
+  synchronise the stream, so the path from item ids to masks stays sync-free there (unchecked, a
+  row of padding gets no target and negative ids count as items). ``True`` checks on a GPU too,
+  ``False`` nowhere; torch.compile and CUDA-graph capture always skip them.
 """
 from __future__ import annotations
 
@@ -96,7 +98,7 @@ class MaskSequence(OutputSizeMixin, nn.Module):
         *,
         generator: Optional[torch.Generator] = None,
         skip_empty_rows: bool = False,
-        check_inputs: bool = True,
+        check_inputs: Optional[bool] = None,
         **kwargs,
     ):
         super().__init__()

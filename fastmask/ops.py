@@ -149,7 +149,7 @@ def target_ranks(scores: Tensor, items: Tensor, check_items: bool = True) -> Ten
     With ``check_items``, items >= V raise ValueError (a read-back, skipped under torch.compile and
     CUDA-graph capture); unchecked, they rank -1 on every backend.
     """
-    if check_items and items.numel() and data_checks_enabled(items) and bool((items >= scores.shape[-1]).any()):
+    if check_items and items.numel() and data_checks_enabled(items, True) and bool((items >= scores.shape[-1]).any()):
         raise ValueError(f"items must be item ids below V = {scores.shape[-1]} (or -1 for none)")
     return run("target_ranks", scores.device, scores, items)
 

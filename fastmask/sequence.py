@@ -11,8 +11,11 @@
 
 The rules are in ``fastmask.reference.sequence``. Seeds are drawn from torch's generator (or the
 ``generator`` given), so ``torch.manual_seed`` reproduces a run and every backend gives the same bits.
-Checks that read tensor values (sequence lengths, label ranges) synchronise a GPU with the host; they
-are skipped under ``torch.compile`` and CUDA-graph capture, and with ``check_inputs=False``.
+Checks that read tensor values synchronise a GPU with the host; they are skipped under
+``torch.compile`` and CUDA-graph capture, and with ``check_inputs=False``. The Merlin masks check
+sequence lengths as ``fastmask.masking`` checks ids (by default on CPU tensors only: unchecked, the
+masks are still well defined). ``reconstruct_test_data`` and ``LogUniformSampler`` check by default
+on every device, since out-of-range lengths or labels would index out of bounds.
 """
 from __future__ import annotations
 

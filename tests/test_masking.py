@@ -429,3 +429,17 @@ def test_eval_on_all_positions(name):
         [3, 2, 0, 0, 0, 0], [2, 3, 4, 5, 6, 0], [0, 0, 0, 0, 0, 0], [4, 0, 8, 9, 0, 0]
     ]
     assert torch.equal(info.schema, info.targets != 0)
+
+
+def test_value_checks_run_where_they_are_free(monkeypatch):
+    from types import SimpleNamespace
+
+    from fastmask._checks import data_checks_enabled
+
+    cpu, gpu = torch.zeros(1), SimpleNamespace(is_cuda=True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    assert data_checks_enabled(cpu) and data_checks_enabled(cpu, True) and not data_checks_enabled(cpu, False)
+    # By default a GPU tensor is not read back (it would stall the stream); True asks for it.
+    assert not data_checks_enabled(gpu) and data_checks_enabled(gpu, True) and not data_checks_enabled(gpu, False)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert not data_checks_enabled(gpu, True)

@@ -533,6 +533,31 @@ def test_ops_under_torch_compile_fullgraph():
 
 
 @needs_gpu
+def test_masking_modules_do_not_synchronise_by_default():
+    from fastmask import masking
+
+    ids = _full_ids(64, 30, seed=4)
+    modules = [cls(hidden_size=8) for cls in (masking.CausalLanguageModeling, masking.MaskedLanguageModeling,
+                                             masking.PermutationLanguageModeling, masking.ReplacementLanguageModeling)]
+    logits = torch.randn(64, 1000, device="cuda")
+
+    def step():
+        for module in modules:
+            for training in (True, False):
+                module.compute_masked_targets(ids, training=training)
+        modules[-1].sample_from_softmax(logits)
+
+    with fastmask.use_backend("triton"):
+        step()  # warm-up: compiles the kernels and copies the context-length table to the device
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+@needs_gpu
 def test_masking_in_a_cuda_graph_draws_fresh_seeds():
     ids = _full_ids(128, 40, seed=3)
     context = ref_masking.plm_context_lengths(1 / 6, 5)
