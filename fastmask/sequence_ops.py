@@ -11,10 +11,9 @@ import torch
 from torch import Tensor
 
 from . import _backend
-from .ops import reference_impl, run, seed_int
+from .ops import define, reference_impl, run, seed_int
 from .reference import sequence as rules
 
-_RANDOM = (torch.Tag.nondeterministic_seeded,)
 OPS = ("merlin_mask_random", "bert4rec_mask", "log_uniform_draws")
 
 # Philox's element counter (element >> 2) is 32 bits wide; BERT4Rec's negatives use elements < 64 * L.
@@ -68,7 +67,9 @@ class _ReferenceBackend:
         return rules.log_uniform_draws(cdf_table, seed_int(seed), num_draws)
 
 
-@torch.library.custom_op("fastmask::merlin_mask_random", mutates_args=(), tags=_RANDOM)
+@define(
+    "(Tensor item_ids, Tensor seed, int padding_idx, int threshold, bool reset_any_full_row) -> Tensor", random=True
+)
 def merlin_mask_random(
     item_ids: Tensor, seed: Tensor, padding_idx: int, threshold: int, reset_any_full_row: bool
 ) -> Tensor:
@@ -80,12 +81,16 @@ def merlin_mask_random(
     return run("merlin_mask_random", item_ids.device, item_ids, seed, padding_idx, threshold, reset_any_full_row)
 
 
-@merlin_mask_random.register_fake
+@torch.library.register_fake("fastmask::merlin_mask_random")
 def _(item_ids, seed, padding_idx, threshold, reset_any_full_row):
     return item_ids.new_empty(item_ids.shape, dtype=torch.bool)
 
 
-@torch.library.custom_op("fastmask::bert4rec_mask", mutates_args=(), tags=_RANDOM)
+@define(
+    "(Tensor item_seq, Tensor seed, int n_items, int threshold, int mask_item_length)"
+    " -> (Tensor, Tensor, Tensor, Tensor)",
+    random=True,
+)
 def bert4rec_mask(
     item_seq: Tensor, seed: Tensor, n_items: int, threshold: int, mask_item_length: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -103,14 +108,14 @@ def bert4rec_mask(
     return run("bert4rec_mask", item_seq.device, item_seq, seed, n_items, threshold, mask_item_length)
 
 
-@bert4rec_mask.register_fake
+@torch.library.register_fake("fastmask::bert4rec_mask")
 def _(item_seq, seed, n_items, threshold, mask_item_length):
     batch, length = item_seq.shape
     lists = [item_seq.new_empty((batch, mask_item_length), dtype=torch.int64) for _ in range(3)]
     return (item_seq.new_empty((batch, length), dtype=torch.int64), *lists)
 
 
-@torch.library.custom_op("fastmask::log_uniform_draws", mutates_args=(), tags=_RANDOM)
+@define("(Tensor cdf_table, Tensor seed, int num_draws) -> Tensor", random=True)
 def log_uniform_draws(cdf_table: Tensor, seed: Tensor, num_draws: int) -> Tensor:
     """``num_draws`` int64 ids drawn with replacement through the integer inverse-CDF ``cdf_table``
     (``fastmask.reference.sequence.log_uniform_cdf_table``)."""
@@ -124,7 +129,7 @@ def log_uniform_draws(cdf_table: Tensor, seed: Tensor, num_draws: int) -> Tensor
     return run("log_uniform_draws", cdf_table.device, cdf_table, seed, num_draws)
 
 
-@log_uniform_draws.register_fake
+@torch.library.register_fake("fastmask::log_uniform_draws")
 def _(cdf_table, seed, num_draws):
     return cdf_table.new_empty((num_draws,), dtype=torch.int64)
 
