@@ -25,6 +25,7 @@ import fnmatch
 import functools
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -911,7 +912,11 @@ def write_outputs(report: dict, out_dir: str, stem: str) -> dict:
         json.dump(report, handle, indent=1)
     with open(paths["md"], "w") as handle:
         handle.write(format_markdown(report))
-    plot(report, paths["png"])
+    if importlib.util.find_spec("matplotlib") is None:
+        print("no plot: matplotlib is not installed (pip install 'fastmask[bench]')", file=sys.stderr)
+        del paths["png"]
+    else:
+        plot(report, paths["png"])
     return paths
 
 

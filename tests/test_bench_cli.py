@@ -50,6 +50,16 @@ def test_quick_run_writes_json_markdown_and_png(quick_run):
     assert len(merlin) == 2 and all("| none | - |" in line for line in merlin)
 
 
+def test_without_matplotlib_the_report_is_written_without_plot(quick_run, tmp_path, monkeypatch, capsys):
+    stem, _ = quick_run
+    report = json.loads(stem.with_suffix(".json").read_text())
+    find_spec = bench.importlib.util.find_spec
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else find_spec(name))
+    paths = bench.write_outputs(report, str(tmp_path), "no-plot")
+    assert sorted(paths) == ["json", "md"] and sorted(p.name for p in tmp_path.iterdir()) == ["no-plot.json", "no-plot.md"]
+    assert "matplotlib is not installed" in capsys.readouterr().err
+
+
 def test_quick_run_json_has_every_case_with_reference_and_baseline(quick_run):
     stem, _ = quick_run
     report = json.loads(stem.with_suffix(".json").read_text())
