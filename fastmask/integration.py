@@ -13,6 +13,13 @@ What changes while patched:
 * RTD ``sample_from_softmax`` is the fused Gumbel-max and ``get_fake_tokens`` is fastmask's;
 * ranking metrics are computed by fastmask.
 
+torchmetrics binds a metric's ``update`` when the metric is built. Metrics built while patched, or
+copied or unpickled then, run fastmask's ``update``: one-hot targets are ranked as item ids, one rank
+pass per batch shared by the metrics updated on it. The next-item task's default metrics, which
+Transformers4Rec builds when it is imported, are rebound by the patch (and restored after). Other
+metrics built before patching keep Transformers4Rec's ``update``, which builds the dense one-hot
+labels, and rank those with fastmask: the same results, more slowly.
+
 Seeds are drawn from torch's generator, so ``torch.manual_seed`` reproduces a run; the masks follow
 fastmask's reference rules (Transformers4Rec's rules on a counter-based random stream). Instances
 also accept fastmask's options as attributes: ``generator``, ``check_inputs``, ``skip_empty_rows``.
@@ -23,15 +30,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import types
 
 _MISSING = object()
 # (class, attribute) -> what the class itself held before patching (_MISSING if nothing).
 _originals: dict = {}
+# (metric, its update before patching) for the default metrics rebound by the patch. A list: a
+# torchmetrics Metric hashes its state, so it cannot key a dict.
+_rebound_metrics: list = []
 
 # fastmask's masking methods, with the helpers and class flags they read, set on Transformers4Rec's
 # class of the same name.
 _MASKING_METHODS = {
-    "MaskSequence": ("_seed", "_check_item_ids"),
+    "MaskSequence": ("_seed", "_check_item_ids", "_keep"),
     "MaskedLanguageModeling": ("_needs_items_in_every_row", "compute_masked_targets", "_compute_masked_targets"),
     "PermutationLanguageModeling": (
         "_needs_items_in_every_row",
@@ -143,10 +154,28 @@ def patch_transformers4rec() -> None:
         _originals[(cls, name)] = cls.__dict__.get(name, _MISSING)
     for cls, name, value in replacements:
         setattr(cls, name, value)
+    for metric in _default_metrics():
+        _rebound_metrics.append((metric, metric.__dict__["update"]))
+        # As torchmetrics does when it unpickles a metric: wrap the class's (now fastmask's) update.
+        metric.update = metric._wrap_update(types.MethodType(type(metric).update, metric))
+
+
+def _default_metrics() -> list:
+    """The ranking metrics Transformers4Rec built at import as the next-item task's defaults."""
+    try:
+        from transformers4rec.torch.model.prediction_task import NextItemPredictionTask
+        from transformers4rec.torch.ranking_metric import RankingMetric
+    except ImportError:
+        return []
+    defaults = getattr(NextItemPredictionTask, "DEFAULT_METRICS", ())
+    return [metric for metric in defaults if isinstance(metric, RankingMetric) and "update" in metric.__dict__]
 
 
 def unpatch_transformers4rec() -> None:
     """Restore transformers4rec's own methods exactly (a no-op when not patched)."""
+    for metric, update in _rebound_metrics:
+        metric.update = update
+    _rebound_metrics.clear()
     for (cls, name), original in _originals.items():
         if original is _MISSING:
             delattr(cls, name)

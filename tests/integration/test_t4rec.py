@@ -14,6 +14,7 @@ pytest.importorskip("transformers4rec.torch")
 
 from transformers4rec.torch import masking as t4r_masking  # noqa: E402
 from transformers4rec.torch import ranking_metric as t4r_ranking_metric  # noqa: E402
+from transformers4rec.torch.model import prediction_task as t4r_prediction_task  # noqa: E402
 from transformers4rec.torch.utils.torch_utils import MappingTransformerMasking  # noqa: E402
 
 import fastmask  # noqa: E402
@@ -494,6 +495,30 @@ def test_model_metrics_equal_transformers4rec_on_the_same_predictions():
     assert actual.keys() == expected.keys() and len(actual) == 6
     for key in expected:
         assert torch.equal(actual[key], expected[key]), key
+
+
+@pytest.mark.parametrize("built_while_patched", [False, True])
+def test_model_metrics_share_one_rank_pass(op_calls, built_while_patched):
+    # The model's metrics are the next-item task's defaults, built when transformers4rec was imported.
+    defaults = [(metric, metric.update) for metric in t4r_prediction_task.NextItemPredictionTask.DEFAULT_METRICS]
+    torch.manual_seed(0)
+    batch = example.synthetic_batch(NUM_ITEMS, LENGTHS, LENGTH)
+    with patched(built_while_patched):
+        model = example.build_model(example.tiny_schema(NUM_ITEMS, LENGTH), "mlm", LENGTH)
+    model.eval()
+    with torch.no_grad():
+        output = model(batch, testing=True)
+    model.reset_metrics()
+    expected = None if built_while_patched else model.calculate_metrics(output["predictions"], output["labels"])
+    with fastmask.patched_transformers4rec():
+        model.reset_metrics()
+        op_calls.clear()
+        actual = model.calculate_metrics(output["predictions"], output["labels"])
+    assert op_calls == ["target_ranks"]  # three metrics, one pass over the scores, no one-hot labels
+    assert all(metric.update is update for metric, update in defaults)  # restored by the unpatch
+    if expected is not None:
+        assert actual.keys() == expected.keys() and len(actual) == 3
+        assert all(torch.equal(actual[key], expected[key]) for key in expected)
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------
