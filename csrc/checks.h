@@ -2,11 +2,11 @@
 // argument (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE), never undefined behaviour in a kernel.
 #pragma once
 #include <ATen/core/Tensor.h>
-#include <ATen/Dispatch.h>
 #include <c10/util/Exception.h>
 
 #include <cstdint>
 #include <limits>
+#include <utility>
 
 namespace fastmask {
 
@@ -18,6 +18,22 @@ inline void check_rows(const char* name, int64_t rows) {
   TORCH_CHECK_VALUE(rows <= kMaxRows, name, " has ", rows, " rows; at most 2^32 are supported");
 }
 
+// The values of the integer dtypes item_ids may have.
+inline std::pair<int64_t, int64_t> integer_range(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kByte:
+      return {std::numeric_limits<uint8_t>::min(), std::numeric_limits<uint8_t>::max()};
+    case at::kChar:
+      return {std::numeric_limits<int8_t>::min(), std::numeric_limits<int8_t>::max()};
+    case at::kShort:
+      return {std::numeric_limits<int16_t>::min(), std::numeric_limits<int16_t>::max()};
+    case at::kInt:
+      return {std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max()};
+    default:
+      return {std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()};
+  }
+}
+
 // item_ids: 2-D integer tensor whose dtype can hold padding_idx (compared in that dtype).
 inline void check_item_ids(const at::Tensor& item_ids, int64_t padding_idx) {
   const at::ScalarType dtype = item_ids.scalar_type();
@@ -26,11 +42,9 @@ inline void check_item_ids(const at::Tensor& item_ids, int64_t padding_idx) {
                    "item_ids must be an integer tensor (int64, int32, int16, int8 or uint8), got ", dtype);
   TORCH_CHECK_VALUE(item_ids.dim() == 2, "item_ids must be 2-D (batch, length), got shape ", item_ids.sizes());
   check_rows("item_ids", item_ids.size(0));
-  AT_DISPATCH_INTEGRAL_TYPES(dtype, "check_item_ids", [&] {
-    TORCH_CHECK_VALUE(padding_idx >= static_cast<int64_t>(std::numeric_limits<scalar_t>::min()) &&
-                          static_cast<uint64_t>(padding_idx) <= static_cast<uint64_t>(std::numeric_limits<scalar_t>::max()),
-                      "padding_idx=", padding_idx, " does not fit item_ids' dtype ", dtype);
-  });
+  const auto [lowest, highest] = integer_range(dtype);
+  TORCH_CHECK_VALUE(padding_idx >= lowest && padding_idx <= highest, "padding_idx=", padding_idx,
+                    " does not fit item_ids' dtype ", dtype);
 }
 
 // Scores the float kernels take: float32, float16, bfloat16 or float64.

@@ -1,5 +1,6 @@
 // CPU masking ops: MLM training targets, PLM training masks, PLM last-item evaluation perm_mask.
 // The per-row rules are rules.h's (shared with the CUDA kernels), run with the host's RowLanes.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 

@@ -2,6 +2,7 @@
 // of columns j that come before it in stable descending order (rules.h ranks_before, split by the side
 // of j so that the counting loops compare no indices). Each row is read once, in L1-sized chunks,
 // counting for all of the row's items per chunk.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 

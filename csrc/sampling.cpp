@@ -6,6 +6,7 @@
 // Blocks are visited in column order and ties go to the lower column, so a block (or column) whose
 // bound is <= the running best cannot change the result and is skipped. Only the columns that can
 // still win get the float64 logs.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 

@@ -1,6 +1,7 @@
 // CPU ops of the sequence-masking policies (Merlin Models, RecBole BERT4Rec) and of the log-uniform
 // sampler. Rules and draw layouts: fastmask/reference/sequence.py. Schemas live here as a fragment of
 // the fastmask_C library (registration.cpp defines the library).
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>

@@ -39,6 +39,37 @@ def seed_int(seed: Tensor) -> int:
     return int(seed.reshape(-1)[0].item()) & 0xFFFFFFFFFFFFFFFF
 
 
+# Argument checks of the ops, from metadata only (no host sync), made before dispatch so that every
+# backend raises the same errors.
+def check_ids(name: str, ids: Tensor, padding_idx: int) -> None:
+    """``ids``: a 2-D integer tensor whose dtype holds ``padding_idx`` (checked from metadata only)."""
+    if not isinstance(ids, Tensor) or ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
+    if ids.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (batch, length), got shape {tuple(ids.shape)}")
+    if ids.shape[0] > 2**32:
+        raise ValueError(f"{name} has {ids.shape[0]} rows; at most 2^32 are supported")
+    info = torch.iinfo(ids.dtype)
+    if not info.min <= padding_idx <= info.max:
+        raise ValueError(f"padding_idx={padding_idx} does not fit the dtype of {name}, {ids.dtype}")
+
+
+def check_seed(seed: Tensor, device: torch.device) -> None:
+    """``seed``: an int64 tensor of one value on ``device``."""
+    if not isinstance(seed, Tensor) or seed.dtype != torch.int64:
+        raise TypeError(f"seed must be an int64 tensor, got {getattr(seed, 'dtype', type(seed).__name__)}")
+    if seed.numel() != 1:
+        raise ValueError(f"seed must hold exactly one value, got shape {tuple(seed.shape)}")
+    if seed.device != device:
+        raise ValueError(f"seed must be on {device} like the data, got {seed.device}")
+
+
+def check_threshold(threshold: int) -> None:
+    """``threshold``: floor(p * 2^32) of a Bernoulli probability p."""
+    if not 0 <= threshold <= 2**32:
+        raise ValueError(f"threshold must be in [0, 2^32] (floor(p * 2^32) for probability p), got {threshold}")
+
+
 class _Reference:
     """Reference backend: ``fastmask.reference`` behind the ops' signatures (seed tensor -> int)."""
 
@@ -112,6 +143,9 @@ def define(schema: str, *, random: bool = False):
 @define("(Tensor item_ids, Tensor seed, int padding_idx, int threshold) -> Tensor", random=True)
 def mlm_mask(item_ids: Tensor, seed: Tensor, padding_idx: int, threshold: int) -> Tensor:
     """MLM/RTD training targets as a bool (B, L) mask; ``threshold`` = ``bernoulli_threshold(p)``."""
+    check_ids("item_ids", item_ids, padding_idx)
+    check_seed(seed, item_ids.device)
+    check_threshold(threshold)
     return run("mlm_mask", item_ids.device, item_ids, seed, padding_idx, threshold)
 
 
@@ -134,6 +168,8 @@ def plm_train_masks(
     permute_all: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """PLM training: (target mask bool (B, L), perm_mask f32 (B, L, L), target_mapping f32 (B, L, L))."""
+    check_ids("item_ids", item_ids, padding_idx)
+    check_seed(seed, item_ids.device)
     return run(
         "plm_train_masks", item_ids.device,
         item_ids, seed, padding_idx, max_span_length, context_lengths, permute_all,
@@ -150,6 +186,7 @@ def _(item_ids, seed, padding_idx, max_span_length, context_lengths, permute_all
 @define("(Tensor item_ids, int padding_idx) -> Tensor")
 def plm_eval_perm_mask(item_ids: Tensor, padding_idx: int) -> Tensor:
     """Last-item PLM evaluation perm_mask, int64 (B, L, L)."""
+    check_ids("item_ids", item_ids, padding_idx)
     return run("plm_eval_perm_mask", item_ids.device, item_ids, padding_idx)
 
 

@@ -23,7 +23,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from . import sequence_ops
+from . import ops, sequence_ops
 from ._checks import data_checks_enabled
 from .masking import MaskedLanguageModeling, MaskingInfo, MaskSequence, _check_probability, draw_seed
 from .reference import sequence as rules
@@ -166,7 +166,7 @@ class BERT4RecMasking:
         self.generator = generator
 
     def __call__(self, item_seq: torch.Tensor) -> BERT4RecBatch:
-        sequence_ops.check_ids("item_seq", item_seq, 0)
+        ops.check_ids("item_seq", item_seq, 0)
         seed = draw_seed(item_seq.device, self.generator)
         threshold = bernoulli_threshold(self.mask_ratio)
         return BERT4RecBatch(
@@ -188,7 +188,7 @@ def reconstruct_test_data(
     Lengths must be in [0, L]; checking them reads them back to the host (``check_inputs=False``
     skips it, as do ``torch.compile`` and CUDA-graph capture).
     """
-    sequence_ops.check_ids("item_seq", item_seq, 0)
+    ops.check_ids("item_seq", item_seq, 0)
     _check_int("n_items", n_items, 2)
     if not isinstance(item_seq_len, torch.Tensor) or item_seq_len.dtype.is_floating_point or item_seq_len.dtype == torch.bool:
         raise TypeError("item_seq_len must be an integer torch.Tensor of shape (batch,)")

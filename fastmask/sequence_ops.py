@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from . import _backend
-from .ops import define, reference_impl, run, seed_int
+from .ops import check_ids, check_seed, check_threshold, define, reference_impl, run, seed_int
 from .reference import sequence as rules
 
 OPS = ("merlin_mask_random", "bert4rec_mask", "log_uniform_draws")
@@ -19,33 +19,6 @@ OPS = ("merlin_mask_random", "bert4rec_mask", "log_uniform_draws")
 # Philox's element counter (element >> 2) is 32 bits wide; BERT4Rec's negatives use elements < 64 * L.
 _MAX_BERT4REC_LENGTH = 2**28
 _MAX_LOG_UNIFORM_DRAWS = 2**33
-
-
-def check_ids(name: str, ids: Tensor, padding_idx: int) -> None:
-    """``ids``: a 2-D integer tensor whose dtype holds ``padding_idx`` (checked from metadata only)."""
-    if not isinstance(ids, Tensor) or ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
-    if ids.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (batch, length), got shape {tuple(ids.shape)}")
-    if ids.shape[0] > 2**32:
-        raise ValueError(f"{name} has {ids.shape[0]} rows; at most 2^32 are supported")
-    info = torch.iinfo(ids.dtype)
-    if not info.min <= padding_idx <= info.max:
-        raise ValueError(f"padding_idx={padding_idx} does not fit {name}'s dtype {ids.dtype}")
-
-
-def _check_seed(seed: Tensor, device: torch.device) -> None:
-    if not isinstance(seed, Tensor) or seed.dtype != torch.int64:
-        raise TypeError(f"seed must be an int64 tensor, got {getattr(seed, 'dtype', type(seed).__name__)}")
-    if seed.numel() != 1:
-        raise ValueError(f"seed must hold exactly one value, got shape {tuple(seed.shape)}")
-    if seed.device != device:
-        raise ValueError(f"seed must be on {device} like the data, got {seed.device}")
-
-
-def _check_threshold(threshold: int) -> None:
-    if not 0 <= threshold <= 2**32:
-        raise ValueError(f"threshold must be in [0, 2^32] (floor(p * 2^32) for probability p), got {threshold}")
 
 
 class _ReferenceBackend:
@@ -76,8 +49,8 @@ def merlin_mask_random(
     """Merlin Models ``SequenceMaskRandom`` targets as a bool (B, L) mask (``threshold`` =
     ``bernoulli_threshold(masking_prob)``); see ``fastmask.reference.sequence.merlin_mask_random``."""
     check_ids("item_ids", item_ids, padding_idx)
-    _check_seed(seed, item_ids.device)
-    _check_threshold(threshold)
+    check_seed(seed, item_ids.device)
+    check_threshold(threshold)
     return run("merlin_mask_random", item_ids.device, item_ids, seed, padding_idx, threshold, reset_any_full_row)
 
 
@@ -97,8 +70,8 @@ def bert4rec_mask(
     """RecBole BERT4Rec masking: int64 (masked_item_seq (B, L), pos_items, neg_items, masked_index
     (B, mask_item_length)); see ``fastmask.reference.sequence.bert4rec_mask``."""
     check_ids("item_seq", item_seq, 0)
-    _check_seed(seed, item_seq.device)
-    _check_threshold(threshold)
+    check_seed(seed, item_seq.device)
+    check_threshold(threshold)
     if n_items < 2:
         raise ValueError(f"n_items must be >= 2 (items 1..n_items-1 plus padding 0), got {n_items}")
     if mask_item_length < 1:
@@ -123,7 +96,7 @@ def log_uniform_draws(cdf_table: Tensor, seed: Tensor, num_draws: int) -> Tensor
         raise TypeError(f"cdf_table must be an int64 tensor, got {getattr(cdf_table, 'dtype', type(cdf_table).__name__)}")
     if cdf_table.ndim != 1:
         raise ValueError(f"cdf_table must be 1-D, got shape {tuple(cdf_table.shape)}")
-    _check_seed(seed, cdf_table.device)
+    check_seed(seed, cdf_table.device)
     if not 0 <= num_draws <= _MAX_LOG_UNIFORM_DRAWS:
         raise ValueError(f"num_draws must be in [0, 2^33], got {num_draws}")
     return run("log_uniform_draws", cdf_table.device, cdf_table, seed, num_draws)
