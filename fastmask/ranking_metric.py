@@ -297,8 +297,8 @@ class RankingMetric(tm.Metric):
         self.add_state("metric_mean", default=[], dist_reduce_fx="cat")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, **kwargs):  # type: ignore
-        if preds.dim() not in (2, 3):
-            raise ValueError(f"preds must be (N, V) or (B, L, V) scores, got shape {tuple(preds.shape)}")
+        if preds.dim() == 0:
+            raise ValueError("preds must hold scores over the items in its last dimension, got a 0-d tensor")
         num_items = preds.shape[-1]
         ks = normalize_top_ks(self.top_ks, num_items)
         k = max(ks)

@@ -496,10 +496,23 @@ def test_empty_top_ks_set_after_construction():
         metric.update(torch.randn(4, 10), torch.zeros(4, 10))
 
 
+@pytest.mark.parametrize("labels_onehot", [True, False])
 @pytest.mark.parametrize("preds_shape", [(10,), (2, 2, 2, 10)])
-def test_bad_preds_rank(preds_shape):
+def test_preds_of_any_rank_are_flattened_to_rows(preds_shape, labels_onehot):
+    # The reference flattens preds with view(-1, V): one row for 1-D preds, B*L*... rows above 3-D.
+    gen = torch.Generator().manual_seed(14)
+    preds = torch.randn(preds_shape, generator=gen)
+    items = torch.randint(0, 10, preds_shape[:-1], generator=gen)
+    flat_items = items.reshape(-1)
+    target = items if labels_onehot else one_hot(flat_items, 10).reshape(preds_shape)
+    for name, cls in METRICS.items():
+        expected = reference_rows(name, [1, 3], preds.reshape(-1, 10), one_hot(flat_items, 10))
+        assert torch.equal(batch_rows(cls([1, 3], labels_onehot), preds, target), expected)
+
+
+def test_bad_preds_rank():
     with pytest.raises(ValueError, match="preds"):
-        rm.RecallAt([1]).update(torch.randn(preds_shape), torch.zeros(preds_shape))
+        rm.RecallAt([1]).update(torch.tensor(1.0), torch.tensor(0))
 
 
 @pytest.mark.parametrize("labels_onehot,target", [
