@@ -11,7 +11,7 @@ What changes while patched:
   last-item evaluation ``perm_mask`` come from fastmask's fused ops (the evaluation and inference
   targets are fastmask's rules, equal to Transformers4Rec's);
 * RTD ``sample_from_softmax`` is the fused Gumbel-max and ``get_fake_tokens`` is fastmask's;
-* ranking metrics are computed by fastmask.
+* ranking metrics are computed by fastmask (a subclass with its own ``_metric`` still runs it).
 
 torchmetrics binds a metric's ``update`` when the metric is built. Metrics built while patched, or
 copied or unpickled then, run fastmask's ``update``: one-hot targets are ranked as item ids, one rank
@@ -56,7 +56,7 @@ _MASKING_METHODS = {
 _MASKING_OPTIONS = ("generator", "check_inputs", "skip_empty_rows")
 _METRIC_CLASSES = ("PrecisionAt", "RecallAt", "AvgPrecisionAt", "DCGAt", "NDCGAt", "MeanReciprocalRankAt")
 # Each metric class defines its own ``_metric``, so fastmask's shared one is set on every class.
-_METRIC_METHODS = {"RankingMetric": ("full_state_update", "update")} | {
+_METRIC_METHODS = {"RankingMetric": ("full_state_update", "update", "_update_with_own_metric")} | {
     name: ("_metric", "_needs_ideal", "_needs_num_relevant", "_from_ranked") for name in _METRIC_CLASSES
 }
 # Methods that instances keep bound from construction on: torchmetrics binds ``update`` in

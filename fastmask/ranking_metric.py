@@ -40,6 +40,9 @@ Kept from the reference: NDCG's ideal DCG re-sorts the retrieved top-K labels, n
 is 0 (giving NDCG 0) where no relevant item was retrieved; graded labels make precision and
 average precision exceed 1; ``compute()`` averages over rows, not over batches.
 
+A subclass that defines its own ``_metric`` (the reference's way to add a metric) is updated as the
+reference does: one-hot labels built where ``labels_onehot``, then its ``_metric`` on (N, V) tensors.
+
 Beyond the reference: bad ``top_ks``, shapes and target ids raise ``ValueError`` (the reference fails
 inside ``torch.topk`` or ``scatter``, or not at all); the target-id range check reads a flag back to
 the host, except under ``torch.compile`` and CUDA-graph capture.
@@ -300,6 +303,9 @@ class RankingMetric(tm.Metric):
         if preds.dim() == 0:
             raise ValueError("preds must hold scores over the items in its last dimension, got a 0-d tensor")
         num_items = preds.shape[-1]
+        if not _runs_shared_metric(type(self)):
+            self._update_with_own_metric(preds, target)
+            return
         ks = normalize_top_ks(self.top_ks, num_items)
         k = max(ks)
         scores = preds.detach().reshape(-1, num_items)
@@ -317,6 +323,16 @@ class RankingMetric(tm.Metric):
         shared[k] = ranked
         self.metric_mean.append(self._from_ranked(ks, ranked))  # type: ignore
 
+    def _update_with_own_metric(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """The reference's update, for a subclass that defines its own ``_metric``."""
+        scores = preds.reshape(-1, preds.shape[-1])
+        if self.labels_onehot:
+            items = _item_ids(target, scores).unsqueeze(1)
+            labels = torch.zeros(scores.shape, dtype=torch.float32, device=scores.device).scatter_(1, items, 1.0)
+        else:
+            labels = _dense_labels(target, scores)
+        self.metric_mean.append(self._metric(self.top_ks, scores, labels))  # type: ignore
+
     def compute(self):
         return dim_zero_cat(self.metric_mean).mean(0)
 
@@ -333,6 +349,13 @@ class RankingMetric(tm.Metric):
 
     def _from_ranked(self, ks, ranked: RankedLabels) -> torch.Tensor:
         raise NotImplementedError
+
+
+def _runs_shared_metric(cls) -> bool:
+    """Whether ``cls._metric`` is this module's (also when set on Transformers4Rec's classes by
+    ``patch_transformers4rec``, wrapped): a subclass's own ``_metric`` is called as the reference does."""
+    metric = cls._metric
+    return getattr(metric, "__wrapped__", metric) is RankingMetric._metric
 
 
 @ranking_metrics_registry.register_with_multiple_names("precision_at", "precision")

@@ -532,6 +532,37 @@ def test_bad_metric_inputs():
         rm.RecallAt()._metric([], torch.randn(3, 4), torch.zeros(3, 4))
 
 
+# --- subclasses with their own _metric -------------------------------------------------------
+
+
+class HitRateAt(rm.RankingMetric):
+    """A metric defined as the reference's docs say: by its ``_metric`` alone."""
+
+    def _metric(self, ks, scores, labels):
+        topk = rules.topk_labels(scores, labels, max(ks))
+        return torch.stack([topk[:, :k].sum(1).clamp(max=1) for k in ks], 1)
+
+
+class DoubledRecallAt(rm.RecallAt):
+    def _metric(self, ks, scores, labels):
+        return 2 * super()._metric(ks, scores, labels)
+
+
+@pytest.mark.parametrize("labels_onehot", [True, False])
+def test_a_subclass_own_metric_is_what_update_runs(labels_onehot):
+    gen = torch.Generator().manual_seed(15)
+    preds = torch.randn(2, 4, 30, generator=gen)
+    items = torch.randint(0, 30, (2, 4), generator=gen)
+    preds.view(8, 30)[torch.arange(4), items.view(8)[:4]] += 10  # half the targets ranked first
+    labels = one_hot(items.reshape(-1), 30)
+    target = items if labels_onehot else labels.reshape(2, 4, 30)
+    hits = batch_rows(HitRateAt([1, 5], labels_onehot), preds, target)
+    assert torch.equal(hits, HitRateAt()._metric([1, 5], preds.reshape(8, 30), labels))
+    assert hits.sum() >= 8
+    doubled = batch_rows(DoubledRecallAt([1, 5], labels_onehot), preds, target)
+    assert torch.equal(doubled, 2 * reference_rows("recall", [1, 5], preds.reshape(8, 30), labels))
+
+
 # --- the fast path neither sorts nor builds (N, V) float tensors -----------------------------
 
 

@@ -452,6 +452,27 @@ def test_metrics_built_before_patching_or_used_after_unpatching(name, op_calls, 
     assert op_calls == []
 
 
+def test_patched_metric_subclasses_run_their_own_metric():
+    """A metric defined by its ``_metric``, as Transformers4Rec's docs say, runs it while patched."""
+
+    class HitRateAt(t4r_ranking_metric.RankingMetric):
+        def _metric(self, ks, scores, labels):
+            _, _, topk = t4r_ranking_metric.torch_utils.extract_topk(ks, scores, labels)
+            return torch.stack([topk[:, :k].sum(1).clamp(max=1) for k in ks], 1)
+
+    class DoubledRecallAt(t4r_ranking_metric.RecallAt):
+        def _metric(self, ks, scores, labels):
+            return 2 * super()._metric(ks, scores, labels)
+
+    for labels_onehot in (True, False):
+        scores, targets = metric_inputs(labels_onehot)
+        for cls in (HitRateAt, DoubledRecallAt):
+            expected = cls([1, 3, 10], labels_onehot)(scores, targets)
+            assert expected.sum() > 0
+            with fastmask.patched_transformers4rec():
+                assert torch.equal(cls([1, 3, 10], labels_onehot)(scores, targets), expected)
+
+
 # Transformers4Rec's own tie cases (tests/unit/torch/test_ranking_metrics.py): equal scores rank
 # lower item ids first. On ties in general torch.topk's order is unspecified, so the reference's
 # values are not defined there; fastmask always ranks ties by item id.
