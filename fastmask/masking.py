@@ -127,13 +127,13 @@ class MaskSequence(OutputSizeMixin, nn.Module):
             raise ValueError(f"item_ids must be 2-D (batch, seq_len), got shape {tuple(item_ids.shape)}")
         if not data_checks_enabled(item_ids, self.check_inputs) or item_ids.numel() == 0:
             return
-        checks = [(item_ids < 0).any()]
+        checks = [((item_ids < 0) & (item_ids != self.padding_idx)).any()]
         if training and self._needs_items_in_every_row and not self.skip_empty_rows:
             empty_rows = (item_ids != self.padding_idx).sum(1) == 0
             checks.append(empty_rows.any())
         negative, *empty = torch.stack(checks).tolist()  # one read-back for every check
         if negative:
-            raise ValueError("item_ids must be non-negative item ids")
+            raise ValueError(f"item_ids must be non-negative item ids or padding ({self.padding_idx})")
         if any(empty):
             rows = empty_rows.nonzero().flatten()[:8].tolist()
             raise ValueError(

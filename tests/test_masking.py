@@ -306,6 +306,27 @@ def test_bad_item_ids():
         mlm.compute_masked_targets([[1, 2]], training=True)
 
 
+@pytest.mark.parametrize("name", ["clm", "mlm", "plm", "rtd"])
+def test_negative_padding_idx(name):
+    # A padding_idx of -1 is valid in the reference: only other negative ids are refused.
+    ids = _ids()
+    padded = torch.where(ids == 0, -1, ids)
+    for training, testing in [(True, False), (False, True), (False, False)]:
+        torch.manual_seed(3)
+        expected = M.masking_registry[name](HIDDEN).compute_masked_targets(ids, training=training, testing=testing)
+        torch.manual_seed(3)
+        module = M.masking_registry[name](HIDDEN, padding_idx=-1)
+        info = module.compute_masked_targets(padded, training=training, testing=testing)
+        module(_inputs(padded), padded, training=training, testing=testing)
+        if name != "clm":  # CLM appends a literal 0 target, not padding
+            assert torch.equal(info.schema, expected.schema)
+            assert torch.equal(info.targets, torch.where(expected.schema, expected.targets, -1))
+    with pytest.raises(ValueError, match="non-negative"):
+        M.masking_registry[name](HIDDEN, padding_idx=-1).compute_masked_targets(
+            torch.tensor([[1, -2, 3]]), training=True
+        )
+
+
 def test_bad_inputs():
     mlm, ids = M.MaskedLanguageModeling(HIDDEN), _ids()[:3]
     with pytest.raises(ValueError, match=rf"inputs must have shape \(batch, seq_len, {HIDDEN}\)"):
