@@ -50,11 +50,13 @@ def draw_seed(device: torch.device, generator: Optional[torch.Generator] = None)
     return torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64, device=device, generator=generator)
 
 
-def _check_probability(name: str, value: float) -> float:
+def _check_probability(name: str, value: float, allow_zero: bool = False) -> float:
+    interval = "[0, 1]" if allow_zero else "(0, 1]"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in (0, 1], got {type(value).__name__}")
-    if not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value}")
+        raise TypeError(f"{name} must be a float in {interval}, got {type(value).__name__}")
+    above_low = float(value) >= 0.0 if allow_zero else float(value) > 0.0
+    if not (above_low and float(value) <= 1.0):
+        raise ValueError(f"{name} must be in {interval}, got {value}")
     return float(value)
 
 
@@ -287,7 +289,8 @@ class MaskedLanguageModeling(MaskSequence):
         **kwargs,
     ):
         super().__init__(hidden_size, padding_idx, eval_on_last_item_seq_only, **kwargs)
-        self.mlm_probability = _check_probability("mlm_probability", mlm_probability)
+        # 0 is valid, as in the reference: each row then keeps only its forced target.
+        self.mlm_probability = _check_probability("mlm_probability", mlm_probability, allow_zero=True)
 
     def _compute_masked_targets(
         self, item_ids: torch.Tensor, training: bool = False, testing: bool = False
@@ -295,7 +298,7 @@ class MaskedLanguageModeling(MaskSequence):
         if not training and not testing:
             return MaskingInfo(*rules.mlm_inference_targets(item_ids, self.padding_idx))
         if training:
-            threshold = bernoulli_threshold(_check_probability("mlm_probability", self.mlm_probability))
+            threshold = bernoulli_threshold(_check_probability("mlm_probability", self.mlm_probability, True))
             schema = ops.mlm_mask(item_ids, self._seed(item_ids.device), self.padding_idx, threshold)
             return MaskingInfo(schema, torch.where(schema, item_ids, self.padding_idx))
         if self.eval_on_last_item_seq_only:

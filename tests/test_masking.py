@@ -342,7 +342,7 @@ def test_bad_inputs():
 @pytest.mark.parametrize(
     "cls, kwargs, error, match",
     [
-        (M.MaskedLanguageModeling, dict(mlm_probability=0.0), ValueError, "mlm_probability must be in"),
+        (M.MaskedLanguageModeling, dict(mlm_probability=-0.1), ValueError, "mlm_probability must be in"),
         (M.MaskedLanguageModeling, dict(mlm_probability=1.5), ValueError, "mlm_probability must be in"),
         (M.MaskedLanguageModeling, dict(mlm_probability="x"), TypeError, "mlm_probability must be a float"),
         (M.PermutationLanguageModeling, dict(plm_probability=-1), ValueError, "plm_probability must be in"),
@@ -357,6 +357,15 @@ def test_bad_constructor_arguments(cls, kwargs, error, match):
         cls(HIDDEN, **kwargs)
     with pytest.raises(ValueError, match="hidden_size must be a positive int"):
         cls(0)
+
+
+@pytest.mark.parametrize("name", ["mlm", "rtd"])
+def test_mlm_probability_zero_leaves_the_forced_target(name):
+    # The reference accepts 0: no Bernoulli target, so each row keeps only its forced one.
+    ids = _random_batch(5)
+    info = M.masking_registry[name](HIDDEN, mlm_probability=0.0).compute_masked_targets(ids, training=True)
+    items = (ids != 0).sum(1)
+    assert torch.equal(info.schema.sum(1), (items > 1).long())
 
 
 def test_inputs_are_not_modified():
