@@ -1,6 +1,14 @@
 """Name -> object registries with the behaviour of Merlin's ``Registry`` used by Transformers4Rec."""
 from __future__ import annotations
 
+import re
+
+
+def default_name(obj) -> str:
+    """Merlin's default key: the snake_case of ``obj.__name__`` (``NDCGAt`` -> ``ndcg_at``)."""
+    name = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", obj.__name__)
+    return re.sub("([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
 
 class Registry:
     """``reg[name]`` returns the registered object; names keep registration order."""
@@ -9,24 +17,32 @@ class Registry:
         self.name = name
         self._registry: dict = {}
 
-    def register(self, name: str, value=None):
-        """Register ``value`` under ``name`` (usable as a decorator); an existing name raises KeyError."""
-
-        def add(obj):
+    def __setitem__(self, key, value):
+        """Register ``value`` under ``key`` (a name, a tuple of names, or None for its default name)."""
+        if key is None:
+            key = default_name(value)
+        for name in key if isinstance(key, tuple) else (key,):
             if name in self._registry:
                 raise KeyError(f"{name!r} is already registered in {self.name}")
-            self._registry[name] = obj
-            return obj
+            if not callable(value):
+                raise ValueError("value must be callable")
+            self._registry[name] = value
 
-        return add if value is None else add(value)
+    def register(self, key_or_value=None):
+        """``@reg.register``, ``@reg.register()`` (default name) or ``@reg.register(name)``; an existing
+        name raises KeyError."""
+        if callable(key_or_value):
+            self[None] = key_or_value
+            return key_or_value
 
-    def register_with_multiple_names(self, *names: str):
-        def add(obj):
-            for name in names:
-                self.register(name, obj)
-            return obj
+        def add(value):
+            self[key_or_value] = value
+            return value
 
         return add
+
+    def register_with_multiple_names(self, *names: str):
+        return self.register(names)
 
     def __getitem__(self, name: str):
         if name not in self._registry:
@@ -42,14 +58,18 @@ class Registry:
     def __len__(self) -> int:
         return len(self._registry)
 
+    def get(self, name: str, default=None):
+        return self[name] if name in self else default
+
     def keys(self):
         return self._registry.keys()
 
+    # Through __getitem__, as Merlin's: a class registry gives new instances.
     def values(self):
-        return self._registry.values()
+        return (self[name] for name in self)
 
     def items(self):
-        return self._registry.items()
+        return ((name, self[name]) for name in self)
 
     def parse(self, obj):
         """A registered name gives its object; anything else is returned as is."""

@@ -29,7 +29,7 @@ def test_registry_names_order_and_classes():
     assert M.masking_registry.parse("causal") is M.CausalLanguageModeling
     assert M.masking_registry.parse(M.MaskedLanguageModeling) is M.MaskedLanguageModeling
     with pytest.raises(KeyError):
-        M.masking_registry.register("mlm", M.MaskedLanguageModeling)
+        M.masking_registry.register("mlm")(M.MaskedLanguageModeling)
     assert issubclass(M.ReplacementLanguageModeling, M.MaskedLanguageModeling)
 
 
