@@ -19,6 +19,7 @@ Options beyond the reference (all keyword-only, all default to the reference's b
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
@@ -58,6 +59,13 @@ def _check_probability(name: str, value: float, allow_zero: bool = False) -> flo
     if not (above_low and float(value) <= 1.0):
         raise ValueError(f"{name} must be in {interval}, got {value}")
     return float(value)
+
+
+def _check_int(name: str, value) -> int:
+    """``value`` as a Python int: any integer type (numpy's too, as the reference takes), not bool."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return operator.index(value)
 
 
 class OutputSizeMixin:
@@ -104,11 +112,10 @@ class MaskSequence(OutputSizeMixin, nn.Module):
         **kwargs,
     ):
         super().__init__()
-        if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size <= 0:
+        hidden_size = _check_int("hidden_size", hidden_size)
+        if hidden_size <= 0:
             raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
-        if isinstance(padding_idx, bool) or not isinstance(padding_idx, int):
-            raise TypeError(f"padding_idx must be an int, got {type(padding_idx).__name__}")
-        self.padding_idx = padding_idx
+        self.padding_idx = _check_int("padding_idx", padding_idx)
         self.hidden_size = hidden_size
         self.eval_on_last_item_seq_only = eval_on_last_item_seq_only
         self.generator = generator
@@ -338,8 +345,7 @@ class PermutationLanguageModeling(MaskSequence):
     ):
         super().__init__(hidden_size, padding_idx, eval_on_last_item_seq_only, **kwargs)
         self.plm_probability = _check_probability("plm_probability", plm_probability)
-        if isinstance(max_span_length, bool) or not isinstance(max_span_length, int):
-            raise TypeError(f"max_span_length must be an int, got {type(max_span_length).__name__}")
+        max_span_length = _check_int("max_span_length", max_span_length)
         if max_span_length < 1:
             raise ValueError(f"max_span_length must be >= 1, got {max_span_length}")
         self.max_span_length = max_span_length

@@ -1,6 +1,7 @@
 """The drop-in masking API: surface, modes, T4Rec's rules, seeding, edge rows and bad input."""
 import inspect
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -337,6 +338,15 @@ def test_bad_inputs():
         mlm(torch.randn(3, 5, HIDDEN), ids, training=True)
     with pytest.raises(TypeError, match="floating-point"):
         mlm(torch.ones(3, 6, HIDDEN, dtype=torch.long), ids, training=True)
+
+
+def test_numpy_integer_arguments():
+    # The reference takes any integer type, as when sizes come from numpy or a config loader.
+    module = M.PermutationLanguageModeling(np.int64(HIDDEN), padding_idx=np.int32(0), max_span_length=np.int64(3))
+    assert (module.hidden_size, module.padding_idx, module.max_span_length) == (HIDDEN, 0, 3)
+    assert all(type(v) is int for v in (module.hidden_size, module.padding_idx, module.max_span_length))
+    ids = _ids()
+    module(_inputs(ids), ids, training=True)
 
 
 @pytest.mark.parametrize(
