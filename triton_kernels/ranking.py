@@ -99,10 +99,8 @@ def target_ranks(
         raise ValueError(f"items must be on the scores' device {scores.device}, got {items.device}")
     num_rows, num_columns = scores.shape
     num_items = items.shape[1]
-    if num_columns == 0 and num_items > 0:
-        raise ValueError("scores must have at least one column to rank items in")
-    if num_rows == 0 or num_items == 0:
-        return torch.empty((num_rows, num_items), dtype=torch.int64, device=scores.device)
+    if num_rows == 0 or num_items == 0 or num_columns == 0:  # no column: every item is outside [0, V)
+        return torch.full((num_rows, num_items), -1, dtype=torch.int64, device=scores.device)
     if scores.stride(1) != 1:
         scores = scores.contiguous()
     items = items.contiguous()
