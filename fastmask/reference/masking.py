@@ -20,7 +20,8 @@ def _row_draws(seed: int, stream: int, batch: int, elements: int) -> torch.Tenso
 
 
 def _uniform_below(words: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    return (words * n) >> 32
+    # (words * n) >> 32 without int64 overflow for any n < 2^32: n in 16-bit halves.
+    return (words * (n >> 16) + ((words * (n & 0xFFFF)) >> 16)) >> 16
 
 
 def _kth_true(flags: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
