@@ -21,6 +21,8 @@ constexpr int64_t kBert4recNegativeAttempts = 64;  // reference BERT4REC_NEGATIV
 constexpr int kLogUniformBits = 62;                // reference LOG_UNIFORM_BITS
 // Philox's element counter (element / 4) is 32 bits: BERT4Rec's negatives use elements up to 64 * L.
 constexpr int64_t kMaxBert4recLength = int64_t{1} << 28;
+// A negative is 1 + uniform_below(draw, n_items - 1), exact for n_items - 1 < 2^32.
+constexpr int64_t kMaxBert4recItems = int64_t{1} << 32;
 constexpr int64_t kMaxLogUniformDraws = int64_t{1} << 33;
 
 template <typename scalar_t>
@@ -144,7 +146,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bert4rec_mask_cpu(
   check_item_ids(item_seq, 0);
   check_seed(seed, item_seq.device());
   check_threshold(threshold);
-  TORCH_CHECK_VALUE(n_items >= 2, "n_items must be >= 2 (items 1..n_items-1 plus padding 0), got ", n_items);
+  TORCH_CHECK_VALUE(n_items >= 2 && n_items <= kMaxBert4recItems,
+                    "n_items must be in [2, 2^32] (items 1..n_items-1 plus padding 0), got ", n_items);
   TORCH_CHECK_VALUE(mask_item_length >= 1, "mask_item_length must be >= 1, got ", mask_item_length);
   TORCH_CHECK_VALUE(item_seq.size(1) <= kMaxBert4recLength, "item_seq rows must be at most 2^28 long, got ",
                     item_seq.size(1));

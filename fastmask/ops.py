@@ -64,6 +64,34 @@ def check_seed(seed: Tensor, device: torch.device) -> None:
         raise ValueError(f"seed must be on {device} like the data, got {seed.device}")
 
 
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_float_matrix(name: str, values: Tensor) -> None:
+    """``values``: a 2-D float32, float16, bfloat16 or float64 tensor with at most 2^32 rows."""
+    if not isinstance(values, Tensor) or values.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be float32, float16, bfloat16 or float64, got {getattr(values, 'dtype', type(values).__name__)}"
+        )
+    if values.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (rows, vocabulary), got shape {tuple(values.shape)}")
+    if values.shape[0] > 2**32:
+        raise ValueError(f"{name} has {values.shape[0]} rows; at most 2^32 are supported")
+
+
+def check_plm_spans(max_span_length: int, context_lengths: list[int]) -> None:
+    """PLM's span table: ``s <= context_lengths[s] < 2^31`` for s = 1..max_span_length."""
+    if not 1 <= max_span_length < 2**31:
+        raise ValueError(f"max_span_length must be in [1, 2^31), got {max_span_length}")
+    if len(context_lengths) != max_span_length + 1:
+        raise ValueError(
+            f"context_lengths must have max_span_length + 1 = {max_span_length + 1} entries, got {len(context_lengths)}"
+        )
+    for span in range(1, max_span_length + 1):
+        if not span <= context_lengths[span] < 2**31:
+            raise ValueError(f"context_lengths[{span}] must be in [{span}, 2^31), got {context_lengths[span]}")
+
+
 def check_threshold(threshold: int) -> None:
     """``threshold``: floor(p * 2^32) of a Bernoulli probability p."""
     if not 0 <= threshold <= 2**32:
@@ -170,6 +198,7 @@ def plm_train_masks(
     """PLM training: (target mask bool (B, L), perm_mask f32 (B, L, L), target_mapping f32 (B, L, L))."""
     check_ids("item_ids", item_ids, padding_idx)
     check_seed(seed, item_ids.device)
+    check_plm_spans(max_span_length, context_lengths)
     return run(
         "plm_train_masks", item_ids.device,
         item_ids, seed, padding_idx, max_span_length, context_lengths, permute_all,
@@ -199,6 +228,10 @@ def _(item_ids, padding_idx):
 @define("(Tensor logits, Tensor seed) -> Tensor", random=True)
 def gumbel_argmax(logits: Tensor, seed: Tensor) -> Tensor:
     """One sample per row of ``logits`` (P, V) from softmax(logits), by Gumbel-max; int64 (P,)."""
+    check_float_matrix("logits", logits)
+    if not 1 <= logits.shape[1] <= 2**34:
+        raise ValueError(f"logits must have 1 to 2^34 columns, got shape {tuple(logits.shape)}")
+    check_seed(seed, logits.device)
     return run("gumbel_argmax", logits.device, logits, seed)
 
 
@@ -214,6 +247,15 @@ def target_ranks(scores: Tensor, items: Tensor, check_items: bool = True) -> Ten
     With ``check_items``, items >= V raise ValueError (a read-back, skipped under torch.compile and
     CUDA-graph capture); unchecked, they rank -1 on every backend.
     """
+    check_float_matrix("scores", scores)
+    if not isinstance(items, Tensor) or items.dtype != torch.int64:
+        raise TypeError(f"items must be an int64 tensor, got {getattr(items, 'dtype', type(items).__name__)}")
+    if items.ndim != 2 or items.shape[0] != scores.shape[0]:
+        raise ValueError(
+            f"items must be 2-D with one row per scores row ({scores.shape[0]}, items per row), got shape {tuple(items.shape)}"
+        )
+    if items.device != scores.device:
+        raise ValueError(f"items must be on {scores.device} like scores, got {items.device}")
     if check_items and items.numel() and data_checks_enabled(items, True) and bool((items >= scores.shape[-1]).any()):
         raise ValueError(f"items must be item ids below V = {scores.shape[-1]} (or -1 for none)")
     return run("target_ranks", scores.device, scores, items)

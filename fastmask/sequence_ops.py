@@ -18,6 +18,8 @@ OPS = ("merlin_mask_random", "bert4rec_mask", "log_uniform_draws")
 
 # Philox's element counter (element >> 2) is 32 bits wide; BERT4Rec's negatives use elements < 64 * L.
 _MAX_BERT4REC_LENGTH = 2**28
+# A negative is 1 + uniform_below(draw, n_items - 1), exact for n_items - 1 < 2^32.
+_MAX_BERT4REC_ITEMS = 2**32
 _MAX_LOG_UNIFORM_DRAWS = 2**33
 
 
@@ -72,8 +74,8 @@ def bert4rec_mask(
     check_ids("item_seq", item_seq, 0)
     check_seed(seed, item_seq.device)
     check_threshold(threshold)
-    if n_items < 2:
-        raise ValueError(f"n_items must be >= 2 (items 1..n_items-1 plus padding 0), got {n_items}")
+    if not 2 <= n_items <= _MAX_BERT4REC_ITEMS:
+        raise ValueError(f"n_items must be in [2, 2^32] (items 1..n_items-1 plus padding 0), got {n_items}")
     if mask_item_length < 1:
         raise ValueError(f"mask_item_length must be >= 1, got {mask_item_length}")
     if item_seq.shape[1] > _MAX_BERT4REC_LENGTH:

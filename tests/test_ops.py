@@ -55,3 +55,57 @@ def test_ops_trace_under_compile():
     targets, perm = step(ids, seed)
     assert torch.equal(perm, ops.plm_eval_perm_mask(ids, 0))
     assert torch.equal(targets, torch.where(ops.mlm_mask(ids, seed, 0, 2**31), ids, 0))
+
+
+SEED = torch.tensor([3])
+CONTEXT = [0, 6, 12]  # plm_context_lengths(1 / 3, 2)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda: ops.gumbel_argmax(torch.zeros(2, 3, dtype=torch.int64), SEED), TypeError, "logits must be float32"),
+        (lambda: ops.gumbel_argmax(torch.zeros(2, 3, dtype=torch.bool), SEED), TypeError, "logits must be float32"),
+        (lambda: ops.gumbel_argmax(torch.zeros(3), SEED), ValueError, "logits must be 2-D"),
+        (lambda: ops.gumbel_argmax(torch.zeros(2, 0), SEED), ValueError, "logits must have 1 to 2"),
+        (lambda: ops.gumbel_argmax(torch.zeros(2, 3), SEED.int()), TypeError, "seed must be an int64 tensor"),
+        (lambda: ops.gumbel_argmax(torch.zeros(2, 3), torch.tensor([1, 2])), ValueError, "seed must hold exactly one"),
+        (lambda: ops.target_ranks(torch.zeros(2, 3, dtype=torch.int64), torch.zeros(2, 1, dtype=torch.int64)),
+         TypeError, "scores must be float32"),
+        (lambda: ops.target_ranks(torch.zeros(3), torch.zeros(3, 1, dtype=torch.int64)), ValueError, "scores must be 2-D"),
+        (lambda: ops.target_ranks(torch.zeros(2, 3), torch.zeros(2, 1, dtype=torch.int32)), TypeError,
+         "items must be an int64 tensor"),
+        (lambda: ops.target_ranks(torch.zeros(2, 3), torch.zeros(2, 1)), TypeError, "items must be an int64 tensor"),
+        (lambda: ops.target_ranks(torch.zeros(2, 3), torch.zeros(3, 1, dtype=torch.int64)), ValueError,
+         "items must be 2-D with one row per scores row"),
+        (lambda: ops.target_ranks(torch.zeros(2, 3), torch.zeros(2, dtype=torch.int64), False), ValueError,
+         "items must be 2-D with one row per scores row"),
+        (lambda: ops.plm_train_masks(IDS, SEED, 0, 0, [0], False), ValueError, "max_span_length must be in"),
+        (lambda: ops.plm_train_masks(IDS, SEED, 0, 0, [0], True), ValueError, "max_span_length must be in"),
+        (lambda: ops.plm_train_masks(IDS, SEED, 0, 2, CONTEXT[:2], False), ValueError, "context_lengths must have"),
+        (lambda: ops.plm_train_masks(IDS, SEED, 0, 2, [0, 0, 12], True), ValueError, r"context_lengths\[1\] must be"),
+        (lambda: ops.plm_train_masks(IDS, SEED, 0, 2, [0, 6, 2**31], False), ValueError, r"context_lengths\[2\] must be"),
+    ],
+)
+def test_bad_arguments_raise_the_same_error_on_every_backend(backend, call, error, match):
+    with fastmask.use_backend(backend), pytest.raises(error, match=match):
+        call()
+
+
+IDS = torch.tensor([[1, 2, 0], [3, 0, 0]])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_rows_without_columns_on_every_backend(backend):
+    ids = torch.zeros(3, 0, dtype=torch.int64)
+    with fastmask.use_backend(backend):
+        mask = ops.mlm_mask(ids, SEED, 0, 2**31)
+        plm = ops.plm_train_masks(ids, SEED, 0, 2, CONTEXT, False)
+        perm = ops.plm_eval_perm_mask(ids, 0)
+        ranks = ops.target_ranks(torch.zeros(2, 0), torch.tensor([[-1, -5], [-1, -1]]))
+        unchecked = ops.target_ranks(torch.zeros(2, 0), torch.tensor([[0], [7]]), check_items=False)
+    assert mask.shape == (3, 0) and mask.dtype == torch.bool
+    assert [tuple(t.shape) for t in plm] == [(3, 0), (3, 0, 0), (3, 0, 0)]
+    assert perm.shape == (3, 0, 0) and perm.dtype == torch.int64
+    assert ranks.tolist() == [[-1, -1], [-1, -1]] and unchecked.tolist() == [[-1], [-1]]

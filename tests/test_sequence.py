@@ -519,6 +519,19 @@ def test_bert4rec_op_backends_bit_for_bit(backend):
     assert all(torch.equal(a, b) for a, b in zip(got, rules.bert4rec_mask(rows, 5, 40, 2**32, 3)))
 
 
+@pytest.mark.parametrize("backend", ["reference", *COMPILED_BACKENDS])
+def test_bert4rec_negatives_up_to_2_pow_32_items(backend):
+    # (draw * (n_items - 1)) >> 32 needs 64 unsigned bits once n_items - 1 >= 2^31.
+    ids = torch.arange(1, 8 * 16 + 1).reshape(8, 16)
+    for n_items in (2**31 + 2, 2**32):
+        got = _run(backend, sequence_ops.bert4rec_mask, ids, _seed(7), n_items, 2**32, 16)
+        words = philox.draws(7, philox.STREAM_BERT4REC_NEGATIVE, np.arange(8)[:, None], np.arange(16)[None, :])
+        expected = 1 + philox.uniform_below(words, n_items - 1).astype(np.int64)  # no item 1..128 is drawn
+        assert got[2].tolist() == torch.from_numpy(expected).tolist(), (backend, n_items)
+    with pytest.raises(ValueError, match=r"n_items must be in \[2, 2\^32\]"):
+        _run(backend, sequence_ops.bert4rec_mask, ids, _seed(7), 2**32 + 1, 2**32, 16)
+
+
 @pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 def test_log_uniform_op_backends_bit_for_bit(backend):
     cases = [(1, 0, 7), (2, 1, 1), (50, 1, 300), (1000, 3, 513)]
@@ -559,6 +572,8 @@ def test_compiled_ops_check_arguments():
         ops.merlin_mask_random(ids, _seed(1), 0, -1, False)
     with pytest.raises(ValueError, match="n_items"):
         ops.bert4rec_mask(ids, _seed(1), 1, 5, 2)
+    with pytest.raises(ValueError, match="n_items"):
+        ops.bert4rec_mask(ids, _seed(1), 2**32 + 1, 5, 2)
     with pytest.raises(TypeError, match="item_ids must be an integer tensor"):
         ops.bert4rec_mask(ids.float(), _seed(1), 5, 5, 2)
     with pytest.raises(ValueError, match="num_draws"):

@@ -322,10 +322,33 @@ def test_target_ranks_items_outside_the_row_are_none():
     assert torch.equal(got, ref_ranking.target_ranks(scores, items))
 
 
+def test_target_ranks_more_items_than_one_tile(monkeypatch):
+    monkeypatch.setattr(tk_ranking, "TILE_ELEMENTS", 8)  # 8 items per program: 3 item blocks
+    scores = ranking_scores(3, 50, torch.float32, seed=4)
+    items = torch.randint(-1, 50, (3, 21), generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    expected = ref_ranking.target_ranks(scores, items)
+    assert torch.equal(tk_ranking.target_ranks(scores, items), expected)
+    assert torch.equal(tk_ranking.target_ranks(scores, items, block=16, splits=2), expected)
+
+
+def test_rows_longer_than_one_program_are_refused(monkeypatch):
+    monkeypatch.setattr(tk_masking, "MAX_ROW_LENGTH", 16)  # the kernels would cover 16 positions only
+    ids = torch.ones(2, 17, dtype=torch.int64, device=DEVICE)
+    context = ref_masking.plm_context_lengths(1 / 6, 5)
+    with pytest.raises(ValueError, match="item_ids rows must be at most 16 long"):
+        tk_masking.mlm_mask(ids, seed_tensor(1), 0, 2**31)
+    with pytest.raises(ValueError, match="item_ids rows must be at most 16 long"):
+        tk_masking.plm_train_masks(ids, seed_tensor(1), 0, 5, context, False)
+    assert torch.equal(tk_masking.mlm_mask(ids[:, :16], seed_tensor(1), 0, 2**31),
+                       ref_masking.mlm_mask(ids[:, :16], 1, 0, 2**31))
+
+
 def test_target_ranks_empty():
     scores = ranking_scores(3, 10, torch.float32, seed=2)
     assert tk_ranking.target_ranks(scores, torch.empty((3, 0), dtype=torch.int64, device=DEVICE)).shape == (3, 0)
     assert tk_ranking.target_ranks(scores[:0], torch.empty((0, 2), dtype=torch.int64, device=DEVICE)).shape == (0, 2)
+    no_columns = tk_ranking.target_ranks(scores[:, :0], torch.tensor([[-1], [0], [3]], device=DEVICE))
+    assert no_columns.tolist() == [[-1], [-1], [-1]]  # no item is in [0, 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,7 +406,6 @@ def test_bad_arguments_name_the_argument():
         (TypeError, "scores", lambda: tk_ranking.target_ranks(ids, ids)),
         (TypeError, "items", lambda: tk_ranking.target_ranks(ids.float(), ids.int())),
         (ValueError, "items", lambda: tk_ranking.target_ranks(ids.float(), ids[:1])),
-        (ValueError, "scores", lambda: tk_ranking.target_ranks(ids.float()[:, :0], ids)),
     ]
     for error, name, call in cases:
         with pytest.raises(error, match=name.replace("[", r"\[").replace("]", r"\]")):

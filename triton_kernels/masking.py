@@ -32,6 +32,8 @@ from .philox import (
 # A perm_mask tile holds at most this many elements; key tiles are at most KEY_TILE columns wide.
 TILE_ELEMENTS = 4096
 KEY_TILE = 256
+# One program holds a whole row of the target mask.
+MAX_ROW_LENGTH = 1 << 20
 
 
 @triton.jit
@@ -171,6 +173,13 @@ def _check_item_ids(item_ids) -> None:
     launch.check_tensor("item_ids", item_ids, 2, launch.INTEGER_DTYPES, "an integer tensor")
 
 
+def _row_block(length: int) -> int:
+    """Block of the one-program-per-row kernels, which cover a row only up to MAX_ROW_LENGTH."""
+    if length > MAX_ROW_LENGTH:
+        raise ValueError(f"item_ids rows must be at most {MAX_ROW_LENGTH} long on the Triton backend, got {length}")
+    return launch.block_size(length, MAX_ROW_LENGTH)
+
+
 def _square_tiles(length: int, block_q: int | None, block_k: int | None) -> tuple[int, int]:
     """(BLOCK_Q, BLOCK_K) of a (query, key) tile: rows of up to KEY_TILE keys, TILE_ELEMENTS in all.
 
@@ -189,7 +198,7 @@ def mlm_mask(item_ids: torch.Tensor, seed: torch.Tensor, padding_idx: int, thres
     out = torch.empty((batch, length), dtype=torch.bool, device=item_ids.device)
     if out.numel() == 0:
         return out
-    block = launch.block_size(length, 1 << 20)
+    block = _row_block(length)
     _mlm_mask_kernel[(batch,)](
         item_ids.contiguous(), seed, out, length, padding_idx, threshold,
         BLOCK_L=block, num_warps=launch.num_warps(block),
@@ -239,7 +248,7 @@ def plm_train_masks(
     if mask.numel() == 0:
         return mask, perm_mask, target_mapping
     order = torch.empty((batch, length), dtype=torch.int64, device=device)
-    block = launch.block_size(length, 1 << 20)
+    block = _row_block(length)
     _plm_target_mask_kernel[(batch,)](
         item_ids.contiguous(), seed, _context_table(context_lengths, device), mask, order,
         length, padding_idx, max_span_length,

@@ -4,8 +4,9 @@ rank(t) = #{j : s_j > s_t} + #{j < t : s_j == s_t}, with NaN above every number 
 and -0.0 == 0.0. Scores become integer keys with that order (float16/bfloat16 widen exactly to
 float32 first; float64 keeps 64-bit keys), so each column costs one key and M integer compares.
 
-Grid (rows, splits): one pass over the scores. With several splits each program adds its counts
-to a zeroed int64 output with atomics (integer sums: the result does not depend on their order).
+Grid (rows, splits, item blocks): one pass over the scores per block of BLOCK_M items. With several
+splits each program adds its counts to a zeroed int64 output with atomics (integer sums: the result
+does not depend on their order).
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def _target_ranks_kernel(
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1).to(tl.int64)
     row_scores = scores_ptr + row * row_stride
-    slots = tl.arange(0, BLOCK_M)
+    slots = tl.program_id(2).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     slot_in = slots < num_items
     items = tl.load(items_ptr + row * num_items + slots, mask=slot_in, other=-1)
     # Items outside [0, V) are reported like "no item" (-1); nothing is read out of bounds.
@@ -99,10 +100,8 @@ def target_ranks(
         raise ValueError(f"items must be on the scores' device {scores.device}, got {items.device}")
     num_rows, num_columns = scores.shape
     num_items = items.shape[1]
-    if num_columns == 0 and num_items > 0:
-        raise ValueError("scores must have at least one column to rank items in")
-    if num_rows == 0 or num_items == 0:
-        return torch.empty((num_rows, num_items), dtype=torch.int64, device=scores.device)
+    if num_rows == 0 or num_items == 0 or num_columns == 0:  # no column: every item is outside [0, V)
+        return torch.full((num_rows, num_items), -1, dtype=torch.int64, device=scores.device)
     if scores.stride(1) != 1:
         scores = scores.contiguous()
     items = items.contiguous()
@@ -111,7 +110,7 @@ def target_ranks(
     num_splits, split_columns = launch.column_splits(num_rows, num_columns, block, scores.device, splits)
     accumulate = num_splits > 1
     out = (torch.zeros if accumulate else torch.empty)((num_rows, num_items), dtype=torch.int64, device=scores.device)
-    _target_ranks_kernel[(num_rows, num_splits)](
+    _target_ranks_kernel[(num_rows, num_splits, triton.cdiv(num_items, block_m))](
         scores, items, out, num_columns, scores.stride(0), num_items, split_columns,
         ACCUMULATE=accumulate, BLOCK_M=block_m, BLOCK_V=block, num_warps=launch.num_warps(block_m * block),
     )

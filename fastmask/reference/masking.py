@@ -20,11 +20,14 @@ def _row_draws(seed: int, stream: int, batch: int, elements: int) -> torch.Tenso
 
 
 def _uniform_below(words: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    return (words * n) >> 32
+    # (words * n) >> 32 without int64 overflow for any n < 2^32: n in 16-bit halves.
+    return (words * (n >> 16) + ((words * (n & 0xFFFF)) >> 16)) >> 16
 
 
 def _kth_true(flags: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Column of the k-th (0-based) True of each row of ``flags`` (rows with no such one: 0)."""
+    if flags.shape[1] == 0:  # argmax has no empty reduction
+        return torch.zeros(flags.shape[0], dtype=torch.int64, device=flags.device)
     hit = flags & (flags.long().cumsum(1) == (k + 1)[:, None])
     return hit.long().argmax(1)
 
@@ -142,8 +145,8 @@ def plm_train_masks(
 
 
 def last_item_index(item_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
-    """``n - 1`` per row, wrapped like a Python index (an all-padding row gives L - 1)."""
-    return ((item_ids != padding_idx).sum(1) - 1) % item_ids.shape[1]
+    """``n - 1`` per row, wrapped like a Python index (an all-padding row gives L - 1; 0 when L = 0)."""
+    return ((item_ids != padding_idx).sum(1) - 1) % max(item_ids.shape[1], 1)
 
 
 def plm_eval_perm_mask(item_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:

@@ -19,6 +19,8 @@ def stable_descending_order(scores: torch.Tensor) -> torch.Tensor:
 
 def target_ranks(scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """0-based rank of ``items[n, m]`` in row n of ``scores``; -1 where the item is outside [0, V)."""
+    if scores.shape[1] == 0:  # no column, so no item in [0, V); gather has nothing to read
+        return torch.full_like(items, -1)
     order = stable_descending_order(scores)
     rank_of_column = torch.empty_like(order)
     positions = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
