@@ -203,15 +203,25 @@ def reconstruct_test_data(
 # --------------------------------------------------------------------------------------------------
 # Transformers4Rec LogUniformSampler
 # --------------------------------------------------------------------------------------------------
+def _cdf_table(dist: torch.Tensor) -> torch.Tensor:
+    """``log_uniform_cdf_table(dist)`` on ``dist``'s device; on the meta device only its shape."""
+    if dist.is_meta:
+        return torch.empty(max(dist.shape[0] - 1, 0), dtype=torch.int64, device="meta")
+    return rules.log_uniform_cdf_table(dist).to(dist.device)
+
+
 def _log_uniform_cdf(sampler: torch.nn.Module) -> torch.Tensor:
     """The sampler's integer inverse-CDF table, built from ``dist`` on first use if missing."""
     table = getattr(sampler, "log_uniform_cdf", None)
     if table is None:
-        sampler.register_buffer(
-            "log_uniform_cdf", rules.log_uniform_cdf_table(sampler.dist).to(sampler.dist.device), persistent=False
-        )
+        sampler.register_buffer("log_uniform_cdf", _cdf_table(sampler.dist), persistent=False)
         table = sampler.log_uniform_cdf
     return table
+
+
+def _refresh_cdf_table(sampler: torch.nn.Module, incompatible_keys) -> None:
+    """After ``load_state_dict``: the table follows the loaded ``dist``, which is what T4Rec samples."""
+    sampler.log_uniform_cdf = _cdf_table(sampler.dist)
 
 
 class LogUniformSampler(torch.nn.Module):
@@ -232,7 +242,7 @@ class LogUniformSampler(torch.nn.Module):
       (``fastmask.reference.sequence.unique_sampling_distribution``); fastmask computes the same.
 
     The draws use a host-tabulated integer inverse CDF of ``dist`` (non-persistent buffer
-    ``log_uniform_cdf``) and a counter-based stream: the same bits on every backend, no
+    ``log_uniform_cdf``, rebuilt when a state_dict is loaded) and a counter-based stream: the same bits on every backend, no
     ``torch.multinomial``. Options beyond the reference (keyword-only):
 
     * ``fixed_size=True``: exactly ``max_n_samples`` distinct negatives, with fixed shapes and no
@@ -286,7 +296,8 @@ class LogUniformSampler(torch.nn.Module):
             self.register_buffer("dist", dist)
             unique_sampling_dist = self.get_unique_sampling_distr(dist, self.n_sample)
             self.register_buffer("unique_sampling_dist", unique_sampling_dist)
-            self.register_buffer("log_uniform_cdf", rules.log_uniform_cdf_table(dist), persistent=False)
+            self.register_buffer("log_uniform_cdf", _cdf_table(dist), persistent=False)
+        self.register_load_state_dict_post_hook(_refresh_cdf_table)
 
     def get_log_uniform_distr(self, max_id: int, min_id: int = 0) -> torch.Tensor:
         """Log-uniform probabilities of ids ``[0, max_id)`` (0 below ``min_id``), float32."""

@@ -395,6 +395,28 @@ def test_fixed_size_sampling_has_fixed_shapes_and_reads_no_values():
     assert negatives.shape == (10,) and true_probs.shape == (2,) and sample_probs.shape == (10,)
 
 
+def test_sampler_built_on_meta_then_loaded_samples_like_one_built_on_cpu():
+    """Deferred initialisation: build on the meta device, materialise, load a checkpoint."""
+    with torch.device("meta"):
+        deferred = fs.LogUniformSampler(10, 60, 1)
+    assert deferred.dist.is_meta and list(deferred.state_dict()) == ["dist", "unique_sampling_dist"]
+    built = fs.LogUniformSampler(10, 60, 1)
+    deferred.to_empty(device="cpu").load_state_dict(built.state_dict())
+    labels = torch.tensor([4, 7])
+    torch.manual_seed(3)
+    got = deferred.sample(labels)
+    torch.manual_seed(3)
+    assert all(torch.equal(a, b) for a, b in zip(got, built.sample(labels)))
+
+
+def test_sampler_draws_from_the_loaded_dist():
+    """As T4Rec's ``multinomial(self.dist)``: a loaded ``dist`` is the one sampled."""
+    sampler = fs.LogUniformSampler(20, 50)
+    sampler.load_state_dict(fs.LogUniformSampler(20, 50, min_id=40).state_dict())
+    for _ in range(5):
+        assert sampler.sample(torch.tensor([45]))[0].min() >= 40
+
+
 def test_sampler_label_checks():
     sampler = fs.LogUniformSampler(5, 10)
     with pytest.raises(TypeError, match="Labels must be a torch.Tensor"):
