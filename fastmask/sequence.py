@@ -287,6 +287,11 @@ class LogUniformSampler(torch.nn.Module):
         self.n_sample = max_n_samples
         if self.unique_sampling:
             self.n_sample = int(self.n_sample * n_samples_multiplier_before_unique)
+            if self.n_sample <= 0:
+                raise ValueError(
+                    "int(max_n_samples * n_samples_multiplier_before_unique) must be >= 1 draws, got "
+                    f"int({max_n_samples} * {n_samples_multiplier_before_unique}) = {self.n_sample}"
+                )
         self.fixed_size = fixed_size
         self.generator = generator
         self.check_inputs = check_inputs

@@ -436,6 +436,10 @@ def test_sampler_label_checks():
         fs.LogUniformSampler(0, 10)
     with pytest.raises(ValueError, match="min_id"):
         fs.LogUniformSampler(5, 10, min_id=10)
+    for multiplier in (0, -1, 0.1):  # the reference's multinomial fails on its first sample
+        with pytest.raises(ValueError, match="n_samples_multiplier_before_unique"):
+            fs.LogUniformSampler(5, 10, n_samples_multiplier_before_unique=multiplier)
+    fs.LogUniformSampler(5, 10, unique_sampling=False, n_samples_multiplier_before_unique=0)  # unused then
 
 
 def test_sample_works_on_a_transformers4rec_shaped_instance():
