@@ -586,7 +586,7 @@ def device_backends(device: torch.device, requested: Optional[list[str]]) -> lis
         if missing:
             raise SystemExit(f"fastmask-bench: backend(s) {', '.join(missing)} not available here "
                              f"(available: {', '.join(available)})")
-        names = list(requested)
+        names = list(dict.fromkeys(requested))  # a backend named twice would be two rows of one case
     else:
         names = [name for name in available if name in DEVICE_BACKENDS[device.type]]
     if REFERENCE not in names:

@@ -207,3 +207,8 @@ def test_unknown_backend_is_rejected():
 def test_unavailable_backend_is_rejected():
     with pytest.raises(SystemExit, match="not available"):
         bench.device_backends(torch.device("cpu"), ["cuda"])
+
+
+def test_duplicate_backends_are_timed_once():
+    assert bench.device_backends(torch.device("cpu"), ["reference", "reference"]) == ["reference"]
+
