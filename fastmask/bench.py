@@ -943,6 +943,16 @@ def _progress(total: int, enabled: bool):
     return _NoProgress()
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="fastmask-bench",
@@ -960,7 +970,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--only", default=None, metavar="PATTERN",
                         help="run only cases whose name or op matches PATTERN (glob or substring), e.g. 'plm_*'")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--repeats", type=int, default=None, help="most timed runs per measurement")
+    parser.add_argument("--repeats", type=_positive_int, default=None, help="most timed runs per measurement")
     parser.add_argument("--slow-seconds", type=float, default=None,
                         help="a call slower than this is timed once (default 5; 0.5 with --quick)")
     parser.add_argument("--t4rec", choices=("auto", "installed", "baseline"), default="auto",

@@ -212,3 +212,10 @@ def test_unavailable_backend_is_rejected():
 def test_duplicate_backends_are_timed_once():
     assert bench.device_backends(torch.device("cpu"), ["reference", "reference"]) == ["reference"]
 
+
+@pytest.mark.parametrize("repeats", ["0", "-2"])
+def test_repeats_below_one_is_rejected(repeats, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(["--repeats", repeats])
+    assert exit_info.value.code == 2 and "--repeats" in capsys.readouterr().err
+
