@@ -991,6 +991,12 @@ def run(args: argparse.Namespace) -> dict:
     cases = select_cases(build_cases(device.type, args.quick), args.only)
     if not cases:
         raise SystemExit(f"fastmask-bench: no case matches --only {args.only!r}")
+    try:  # now, not after the timings
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(f"fastmask-bench: cannot create the --out folder {args.out!r}: {error.strerror}") from None
+    if not os.access(args.out, os.W_OK):
+        raise SystemExit(f"fastmask-bench: the --out folder {args.out!r} is not writable")
     t4rec = load_t4rec(args.t4rec)
     policy = TimingPolicy.default(device.type, args.quick, args.repeats, args.slow_seconds)
     timer = Timer(device, policy)

@@ -219,3 +219,17 @@ def test_repeats_below_one_is_rejected(repeats, capsys):
         bench.parse_args(["--repeats", repeats])
     assert exit_info.value.code == 2 and "--repeats" in capsys.readouterr().err
 
+
+def test_unusable_out_folder_is_rejected_before_timing(tmp_path, monkeypatch):
+    """A run can take many minutes: a bad --out fails at once, not after the timings."""
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    monkeypatch.setattr(bench, "run_cases", lambda *args: pytest.fail("timed before checking --out"))
+    with pytest.raises(SystemExit, match="--out"):
+        bench.main(["--quick", "--device", "cpu", "--only", "merlin_random", "--t4rec", "baseline",
+                    "--no-progress", "--out", str(not_a_folder / "results")])
+    monkeypatch.setattr(bench.os, "access", lambda path, mode: False)  # a read-only folder (even for root)
+    with pytest.raises(SystemExit, match="not writable"):
+        bench.main(["--quick", "--device", "cpu", "--only", "merlin_random", "--t4rec", "baseline",
+                    "--no-progress", "--out", str(tmp_path)])
+
