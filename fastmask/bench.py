@@ -557,9 +557,11 @@ def load_t4rec(choice: str = "auto") -> T4RecAlgorithms:
             from transformers4rec.torch import masking, ranking_metric
             from transformers4rec.torch.model.prediction_task import LogUniformSampler
             from transformers4rec.torch.utils import torch_utils
-        except ImportError:
+        except ImportError as error:
             if choice == "installed":
-                raise
+                raise SystemExit(
+                    f"fastmask-bench: --t4rec installed, but transformers4rec does not import: {error}"
+                ) from None
         else:
             return T4RecAlgorithms(
                 f"transformers4rec {getattr(transformers4rec, '__version__', '?')} (installed)",

@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+import sys
 
 import pytest
 import torch
@@ -233,3 +234,8 @@ def test_unusable_out_folder_is_rejected_before_timing(tmp_path, monkeypatch):
         bench.main(["--quick", "--device", "cpu", "--only", "merlin_random", "--t4rec", "baseline",
                     "--no-progress", "--out", str(tmp_path)])
 
+
+def test_t4rec_installed_without_transformers4rec_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers4rec", None)  # import fails
+    with pytest.raises(SystemExit, match="--t4rec installed"):
+        bench.load_t4rec("installed")
