@@ -476,7 +476,8 @@ def test_value_checks_run_where_they_are_free(monkeypatch):
 
     from fastmask._checks import data_checks_enabled
 
-    cpu, gpu = torch.zeros(1), SimpleNamespace(is_cuda=True)
+    cpu, gpu = torch.zeros(1), SimpleNamespace(is_cuda=True, is_meta=False)
+    assert not data_checks_enabled(torch.zeros(1, device="meta"), True)  # no values to read
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     assert data_checks_enabled(cpu) and data_checks_enabled(cpu, True) and not data_checks_enabled(cpu, False)
     # By default a GPU tensor is not read back (it would stall the stream); True asks for it.

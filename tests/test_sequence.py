@@ -417,6 +417,18 @@ def test_sampler_draws_from_the_loaded_dist():
         assert sampler.sample(torch.tensor([45]))[0].min() >= 40
 
 
+def test_default_checks_are_skipped_on_the_meta_device():
+    """Meta tensors have shapes but no values: the value checks step aside, as for check_inputs=False."""
+    meta = torch.device("meta")
+    ids = torch.ones(2, 5, dtype=torch.long, device=meta)
+    assert fs.reconstruct_test_data(ids, torch.ones(2, dtype=torch.long, device=meta), 10).shape == (2, 5)
+    sampler = fs.LogUniformSampler(5, 50, fixed_size=True).to(meta)
+    assert sampler.sample(torch.ones(2, dtype=torch.long, device=meta))[0].shape == (5,)
+    for cls in (fs.MerlinMaskRandom, fs.MerlinMaskLast):
+        schema = cls(hidden_size=HIDDEN).to(meta).compute_masked_targets(ids, training=True).schema
+        assert schema.shape == (2, 5) and schema.is_meta
+
+
 def test_sampler_label_checks():
     sampler = fs.LogUniformSampler(5, 10)
     with pytest.raises(TypeError, match="Labels must be a torch.Tensor"):
