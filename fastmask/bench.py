@@ -1040,10 +1040,11 @@ def main(argv=None) -> int:
     print(format_text_table(*table_rows(report)))
     print()
     print(format_text_table(*_goal_lines(report)))
-    for line in _errors(report):
+    errors = _errors(report)
+    for line in errors:
         print(f"error: {line}")
     print(f"\nwrote {', '.join(report['files'].values())} in {report['duration_s']:.0f} s")
-    return 0
+    return 1 if errors else 0  # the report is written either way; a failed contender fails the run
 
 
 if __name__ == "__main__":

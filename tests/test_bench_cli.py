@@ -239,3 +239,26 @@ def test_t4rec_installed_without_transformers4rec_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers4rec", None)  # import fails
     with pytest.raises(SystemExit, match="--t4rec installed"):
         bench.load_t4rec("installed")
+
+
+def test_a_contender_that_raises_is_reported_and_fails_the_run(monkeypatch, tmp_path):
+    def failing_fastmask_fn(inputs):
+        def call():
+            raise RuntimeError("kernel exploded")
+        return call
+
+    def cases(device_type, quick):
+        (case,) = [c for c in build_cases(device_type, quick) if c.name == "mlm_train_small"]
+        case.fastmask_fn = failing_fastmask_fn
+        return [case]
+
+    build_cases = bench.build_cases
+    monkeypatch.setattr(bench, "build_cases", cases)
+    argv = ["--quick", "--device", "cpu", "--out", str(tmp_path), "--t4rec", "baseline", "--no-progress",
+            "--backend", "cpp"]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert bench.main(argv) == 1
+    assert "error: mlm_train_small / cpp: RuntimeError: kernel exploded" in stdout.getvalue()
+    (markdown,) = tmp_path.glob("*.md")
+    assert "## Errors" in markdown.read_text() and "kernel exploded" in markdown.read_text()
