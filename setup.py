@@ -45,10 +45,17 @@ def _extensions():
     # a*b+c unfused so float results match the reference bit for bit.
     cxx_flags = ["-O3", "-ffp-contract=off", "-fopenmp"]
     sources = sorted(glob.glob("csrc/*.cpp"))
-    with_cuda = bool(torch.version.cuda) and cpp_extension.CUDA_HOME is not None and not _flag("FASTMASK_SKIP_CUDA")
-    if with_cuda and not (torch.cuda.is_available() or _flag("FASTMASK_FORCE_CUDA")):
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
-    if with_cuda:
+    gpu_visible = torch.cuda.is_available()
+    cpu_only_reason = (
+        "FASTMASK_SKIP_CUDA is set" if _flag("FASTMASK_SKIP_CUDA")
+        else "torch has no CUDA" if not torch.version.cuda
+        else "CUDA_HOME is not set" if cpp_extension.CUDA_HOME is None
+        else "no GPU is visible; FASTMASK_FORCE_CUDA=1 builds them" if not (gpu_visible or _flag("FASTMASK_FORCE_CUDA"))
+        else None
+    )
+    if cpu_only_reason is None:
+        if not gpu_visible:  # torch would take the architectures of the visible GPUs: none
+            os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
         extension = cpp_extension.CUDAExtension(
             "fastmask._C",
             sources + sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp")),
@@ -58,9 +65,7 @@ def _extensions():
             extra_link_args=["-fopenmp"],
         )
     else:
-        reason = "FASTMASK_SKIP_CUDA is set" if _flag("FASTMASK_SKIP_CUDA") else (
-            "torch has no CUDA" if not torch.version.cuda else "CUDA_HOME is not set")
-        print(f"fastmask: building the C++ CPU ops only ({reason})")
+        print(f"fastmask: building the C++ CPU ops only ({cpu_only_reason})")
         extension = cpp_extension.CppExtension(
             "fastmask._C",
             sources,

@@ -1,5 +1,6 @@
 """Packaging: the sdist carries what a source build needs; the wheel installs triton_kernels/ as
 fastmask.triton_kernels (never as a top-level triton_kernels, a name Triton itself ships)."""
+import json
 import os
 import subprocess
 import sys
@@ -43,3 +44,47 @@ def test_wheel_installs_the_triton_kernels_inside_fastmask(tmp_path):
     kernels = [name.replace("triton_kernels/", "fastmask/triton_kernels/") for name in source_files("triton_kernels")]
     assert [name for name in kernels if name not in names] == []
     assert not any(name.startswith("triton_kernels/") for name in names)
+
+
+# setup.py run as if torch were a CUDA build with nvcc found (the machine needs neither): which
+# extension it would build, and with which CUDA architectures.
+_FAKE_CUDA_SETUP = """
+import json, os, runpy, sys
+import torch
+from torch.utils import cpp_extension
+torch.version.cuda = "12.4"
+cpp_extension.CUDA_HOME = "/nonexistent/cuda"
+gpu = sys.argv[1] == "gpu"
+torch.cuda.is_available = lambda: gpu
+sys.argv = ["setup.py", "--name"]
+(extension,) = runpy.run_path("setup.py", run_name="__main__")["ext_modules"]
+cuda = any(source.endswith(".cu") for source in extension.sources)
+arch_flags = cpp_extension._get_cuda_arch_flags() if cuda and "TORCH_CUDA_ARCH_LIST" in os.environ else None
+print(json.dumps({"cuda": cuda, "arch_flags": arch_flags}))
+"""
+
+
+def fake_cuda_build(gpu, **env):
+    switches = ("TORCH_CUDA_ARCH_LIST", "FASTMASK_FORCE_CUDA", "FASTMASK_SKIP_CUDA")
+    clean = {key: value for key, value in os.environ.items() if key not in switches}
+    result = subprocess.run(
+        [sys.executable, "-c", _FAKE_CUDA_SETUP, "gpu" if gpu else "none"],
+        cwd=ROOT, env={**clean, **env}, check=True, capture_output=True, text=True,
+    )
+    return result.stdout, json.loads(result.stdout.splitlines()[-1])
+
+
+def test_cuda_ops_are_built_without_a_gpu_only_when_forced():
+    out, built = fake_cuda_build(gpu=False)
+    assert not built["cuda"] and "FASTMASK_FORCE_CUDA=1" in out
+    _, built = fake_cuda_build(gpu=False, FASTMASK_FORCE_CUDA="1")
+    assert built["cuda"]
+    assert built["arch_flags"] == [  # the default: 8.0;9.0+PTX
+        "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=compute_90", "-gencode=arch=compute_90,code=sm_90"
+    ]
+    _, built = fake_cuda_build(gpu=False, FASTMASK_FORCE_CUDA="1", TORCH_CUDA_ARCH_LIST="9.0")
+    assert built["arch_flags"] == ["-gencode=arch=compute_90,code=sm_90"]
+    _, built = fake_cuda_build(gpu=True)
+    assert built["cuda"] and built["arch_flags"] is None  # torch takes the visible GPU's architecture
+    out, built = fake_cuda_build(gpu=True, FASTMASK_SKIP_CUDA="1")
+    assert not built["cuda"] and "FASTMASK_SKIP_CUDA is set" in out
