@@ -1,5 +1,8 @@
 """The drop-in masking API: surface, modes, T4Rec's rules, seeding, edge rows and bad input."""
 import inspect
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -457,6 +460,18 @@ def test_backend_selection(monkeypatch):
         monkeypatch.setenv("FASTMASK_BACKEND", "cuda")
         with pytest.raises(RuntimeError, match="'cuda' is not available"):
             M.PermutationLanguageModeling(HIDDEN).compute_masked_targets(ids, training=True)
+
+
+def test_skip_extension_leaves_the_reference_backend():
+    env = {key: value for key, value in os.environ.items() if key not in ("TRITON_INTERPRET", "FASTMASK_BACKEND")}
+    script = (
+        "import torch, fastmask; from fastmask import masking\n"
+        "masking.MaskedLanguageModeling(8).compute_masked_targets(torch.tensor([[1, 2, 0]]), training=True)\n"
+        "print(fastmask.backends(), fastmask.ops.last_backend('mlm_mask'))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env={**env, "FASTMASK_SKIP_EXTENSION": "1"},
+                            check=True, capture_output=True, text=True)
+    assert result.stdout.split() == ["['reference']", "reference"]
 
 
 @pytest.mark.parametrize("name", ["clm", "mlm", "rtd"])
