@@ -3,7 +3,7 @@
 Environment:
   FASTMASK_NO_EXTENSION=1   build no compiled code (reference and Triton backends only)
   FASTMASK_SKIP_CUDA=1      build the C++ CPU ops only, even where CUDA is available
-  FASTMASK_FORCE_CUDA=1     build the CUDA ops even when torch sees no GPU (needs nvcc + CUDA torch)
+  FASTMASK_FORCE_CUDA=1     fail, rather than build the CPU ops only, when the CUDA ops cannot be built
   TORCH_CUDA_ARCH_LIST      GPU architectures (default "8.0;9.0+PTX" when no GPU is visible)
   MAX_JOBS                  parallel compile jobs (default: one per core, at most one per 2 GiB of memory)
 """
@@ -45,16 +45,16 @@ def _extensions():
     # a*b+c unfused so float results match the reference bit for bit.
     cxx_flags = ["-O3", "-ffp-contract=off", "-fopenmp"]
     sources = sorted(glob.glob("csrc/*.cpp"))
-    gpu_visible = torch.cuda.is_available()
     cpu_only_reason = (
         "FASTMASK_SKIP_CUDA is set" if _flag("FASTMASK_SKIP_CUDA")
         else "torch has no CUDA" if not torch.version.cuda
-        else "CUDA_HOME is not set" if cpp_extension.CUDA_HOME is None
-        else "no GPU is visible; FASTMASK_FORCE_CUDA=1 builds them" if not (gpu_visible or _flag("FASTMASK_FORCE_CUDA"))
+        else "CUDA_HOME is not set (no nvcc found)" if cpp_extension.CUDA_HOME is None
         else None
     )
+    if cpu_only_reason is not None and _flag("FASTMASK_FORCE_CUDA"):
+        raise SystemExit(f"fastmask: FASTMASK_FORCE_CUDA=1 but the CUDA ops cannot be built: {cpu_only_reason}")
     if cpu_only_reason is None:
-        if not gpu_visible:  # torch would take the architectures of the visible GPUs: none
+        if not torch.cuda.is_available():  # torch would take the architectures of the visible GPUs: none
             os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
         extension = cpp_extension.CUDAExtension(
             "fastmask._C",

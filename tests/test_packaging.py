@@ -8,6 +8,9 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 NO_EXTENSION = {**os.environ, "FASTMASK_NO_EXTENSION": "1"}
 
@@ -74,17 +77,24 @@ def fake_cuda_build(gpu, **env):
     return result.stdout, json.loads(result.stdout.splitlines()[-1])
 
 
-def test_cuda_ops_are_built_without_a_gpu_only_when_forced():
-    out, built = fake_cuda_build(gpu=False)
-    assert not built["cuda"] and "FASTMASK_FORCE_CUDA=1" in out
-    _, built = fake_cuda_build(gpu=False, FASTMASK_FORCE_CUDA="1")
+def test_cuda_ops_are_built_where_torch_has_cuda_and_nvcc_gpu_or_not():
+    _, built = fake_cuda_build(gpu=False)
     assert built["cuda"]
-    assert built["arch_flags"] == [  # the default: 8.0;9.0+PTX
+    assert built["arch_flags"] == [  # without a GPU: the default 8.0;9.0+PTX
         "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=compute_90", "-gencode=arch=compute_90,code=sm_90"
     ]
-    _, built = fake_cuda_build(gpu=False, FASTMASK_FORCE_CUDA="1", TORCH_CUDA_ARCH_LIST="9.0")
+    _, built = fake_cuda_build(gpu=False, TORCH_CUDA_ARCH_LIST="9.0")
     assert built["arch_flags"] == ["-gencode=arch=compute_90,code=sm_90"]
     _, built = fake_cuda_build(gpu=True)
     assert built["cuda"] and built["arch_flags"] is None  # torch takes the visible GPU's architecture
     out, built = fake_cuda_build(gpu=True, FASTMASK_SKIP_CUDA="1")
     assert not built["cuda"] and "FASTMASK_SKIP_CUDA is set" in out
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="needs a torch without CUDA")
+def test_forced_cuda_build_fails_when_cuda_ops_cannot_be_built():
+    failed = subprocess.run(
+        [sys.executable, "setup.py", "--name"], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "FASTMASK_FORCE_CUDA": "1", "FASTMASK_SKIP_CUDA": "0", "FASTMASK_NO_EXTENSION": "0"},
+    )
+    assert failed.returncode != 0 and "FASTMASK_FORCE_CUDA=1 but the CUDA ops cannot be built" in failed.stderr
