@@ -6,6 +6,9 @@ import torch
 
 import fastmask
 from fastmask import ops
+from fastmask.reference import philox
+
+from t4rec_rules import mlm_loop, plm_loop
 
 # Triton runs CPU tensors only under its interpreter.
 CPU_BACKENDS = [
@@ -41,6 +44,34 @@ def test_masking_ops_take_any_padding_idx_their_ids_dtype_holds(backend):
         assert torch.equal(mask, ops.mlm_mask(ids, seed, -1, 2**31))
         assert torch.equal(perm, ops.plm_eval_perm_mask(ids, -128))
     assert not mask[ids == -1].any() and mask[0].any()  # padding is never a target; row 0 has one
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_mlm_bernoulli_draw_equal_to_the_threshold_is_no_target(backend):
+    # The threshold is set to each draw of the row in turn: `draw < threshold` must be strict.
+    ids = torch.arange(1, 17)[None, :]
+    seed = 2024
+    words = philox.draws(seed, philox.STREAM_MLM_BERNOULLI, 0, range(ids.shape[1]))
+    with fastmask.use_backend(backend):
+        for threshold in words.tolist():
+            got = ops.mlm_mask(ids, torch.tensor([seed]), 0, threshold)
+            assert torch.equal(got, mlm_loop(ids, seed, 0, threshold)), threshold
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_plm_factorisation_key_tie_is_broken_by_position(backend):
+    # Under this seed, row 0 draws the same PLM_PERM key at positions 4 and 6 (found by search).
+    seed, first, second = 54854068, 4, 6
+    keys = philox.draws(seed, philox.STREAM_PLM_PERM, 0, range(16))
+    assert keys[first] == keys[second]
+    ids = torch.arange(1, 17)[None, :]
+    with fastmask.use_backend(backend):
+        mask, perm, mapping = ops.plm_train_masks(ids, torch.tensor([seed]), 0, 3, [0, 2, 4, 6], True)
+    expected = plm_loop(ids, seed, 0, 3, 0.5, True)
+    assert torch.equal(mask, expected[0]) and torch.equal(perm, expected[1]) and torch.equal(mapping, expected[2])
+    # Both are targets, so the tie decides: the lower position comes first in the order.
+    assert mask[0, first] and mask[0, second]
+    assert perm[0, first, second] == 1 and perm[0, second, first] == 0
 
 
 def test_ops_trace_under_compile():

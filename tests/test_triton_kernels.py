@@ -122,6 +122,7 @@ PLM_SETTINGS = [  # (max_span_length, plm_probability)
     (1, 1.0),  # every position masked: the drop-one step runs on every row with items
     (3, 0.5),
     (2, 0.05),  # long contexts: short rows often mask nothing and take the force step
+    (4, 1.0),  # spans fill their contexts: the last one runs into padding and is counted for the drop step
 ]
 
 
