@@ -120,11 +120,16 @@ def _sorted_by_label(topk: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(topk).scatter_(1, places, topk)
 
 
+def _one_hot(items: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """The reference's dense labels for item ids ``items`` (N,): float32 (N, V) like ``scores``."""
+    labels = torch.zeros(scores.shape, dtype=torch.float32, device=scores.device)
+    return labels.scatter_(1, items.unsqueeze(1), 1.0)
+
+
 def rank_item_ids(scores: torch.Tensor, items: torch.Tensor, k: int, need_ideal: bool) -> RankedLabels:
     """One-hot labels given as item ids ``items`` (N,): float32 labels, as the reference's one-hot."""
     if not scores.is_floating_point():
-        labels = torch.zeros(scores.shape, dtype=torch.float32, device=scores.device)
-        return rank_dense(scores, labels.scatter_(1, items.unsqueeze(1), 1.0), k, need_ideal)
+        return rank_dense(scores, _one_hot(items, scores), k, need_ideal)
     ranks = ops.target_ranks(scores, items.unsqueeze(1), check_items=False)  # checked by _item_ids
     topk = _scatter_ranked(ranks, torch.ones(ranks.shape, dtype=torch.float32, device=scores.device), k)
     ideal = None
@@ -327,8 +332,7 @@ class RankingMetric(tm.Metric):
         """The reference's update, for a subclass that defines its own ``_metric``."""
         scores = preds.reshape(-1, preds.shape[-1])
         if self.labels_onehot:
-            items = _item_ids(target, scores).unsqueeze(1)
-            labels = torch.zeros(scores.shape, dtype=torch.float32, device=scores.device).scatter_(1, items, 1.0)
+            labels = _one_hot(_item_ids(target, scores), scores)
         else:
             labels = _dense_labels(target, scores)
         self.metric_mean.append(self._metric(self.top_ks, scores, labels))  # type: ignore
