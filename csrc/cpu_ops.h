@@ -9,6 +9,7 @@
 #include <cstring>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "checks.h"
 
@@ -29,18 +30,30 @@ inline bool simd_allowed() {
 }  // namespace fastmask
 
 namespace fastmask {
+namespace cpu {
 
-at::Tensor mlm_mask_cpu(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t threshold);
+// The C++ CPU kernels of the ops in fastmask/ops.py: same names, arguments and results (the op table
+// checks the arguments first; the TORCH_CHECKs here only keep the kernels memory-safe).
+using TensorPair = std::tuple<at::Tensor, at::Tensor>;
+using TensorQuad = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> plm_train_masks_cpu(
-    const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t max_span_length,
-    c10::IntArrayRef context_lengths, bool permute_all);
+TensorPair mlm_train(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t threshold);
+TensorQuad plm_train(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t max_span_length,
+                     const std::vector<int64_t>& context_lengths, bool permute_all);
+TensorQuad plm_eval(const at::Tensor& item_ids, int64_t padding_idx);
+TensorPair next_item_targets(const at::Tensor& item_ids, int64_t padding_idx);
+TensorPair last_item_targets(const at::Tensor& item_ids, int64_t padding_idx);
+TensorPair clm_last_item_targets(const at::Tensor& item_ids, int64_t padding_idx);
+TensorPair mlm_inference_targets(const at::Tensor& item_ids, int64_t padding_idx);
+at::Tensor gumbel_argmax(const at::Tensor& logits, const at::Tensor& seed);
+at::Tensor target_ranks(const at::Tensor& scores, const at::Tensor& items);
+at::Tensor merlin_mask_random(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx,
+                              int64_t threshold, bool reset_any_full_row);
+TensorQuad bert4rec_mask(const at::Tensor& item_seq, const at::Tensor& seed, int64_t n_items, int64_t threshold,
+                         int64_t mask_item_length);
+at::Tensor log_uniform_draws(const at::Tensor& cdf_table, const at::Tensor& seed, int64_t num_draws);
 
-at::Tensor plm_eval_perm_mask_cpu(const at::Tensor& item_ids, int64_t padding_idx);
-
-at::Tensor gumbel_argmax_cpu(const at::Tensor& logits, const at::Tensor& seed);
-
-at::Tensor target_ranks_cpu(const at::Tensor& scores, const at::Tensor& items);
+}  // namespace cpu
 
 // Rows per at::parallel_for task: about 256k elements (0.1-1 ms) of work each. Smaller inputs stay on
 // one thread: waking a second one costs more than they take, and milliseconds on a busy machine.

@@ -1,8 +1,10 @@
-// CPU masking ops: MLM training targets, PLM training masks, PLM last-item evaluation perm_mask.
-// The per-row rules are rules.h's (shared with the CUDA kernels), run with the host's RowLanes.
+// CPU masking ops: the MLM and PLM training masks, the PLM last-item evaluation masks and the
+// targets without randomness. The per-row rules are rules.h's (shared with the CUDA kernels), run
+// with the host's RowLanes.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
 #include <vector>
@@ -12,6 +14,7 @@
 #include "rules.h"
 
 namespace fastmask {
+namespace cpu {
 namespace {
 
 // One PLM row's factorisation order as int32 ranks, which sort like rules::plm_order and so stand in
@@ -58,86 +61,146 @@ struct PlmRowOrder {
   }
 };
 
-}  // namespace
-
-at::Tensor mlm_mask_cpu(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t threshold) {
-  const BernoulliMaskArgs args(item_ids, seed, padding_idx, threshold);
-  const int64_t batch = args.ids.size(0), length = args.ids.size(1);
-  AT_DISPATCH_INTEGRAL_TYPES(args.ids.scalar_type(), "mlm_mask_cpu", [&] {
-    const scalar_t* ids_data = args.ids.const_data_ptr<scalar_t>();
-    bool* mask_data = args.mask.mutable_data_ptr<bool>();
-    at::parallel_for(0, batch, grain_rows(length), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        rules::mlm_mask_row(rules::RowLanes{}, ids_data + b * length, mask_data + b * length, length, padding_idx,
-                            args.key, static_cast<uint32_t>(b), args.threshold);
-      }
-    });
-  });
-  return args.mask;
+// Checked item ids of a masking op, contiguous.
+at::Tensor contiguous_ids(const at::Tensor& item_ids, int64_t padding_idx) {
+  check_item_ids(item_ids, padding_idx);
+  return item_ids.contiguous();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> plm_train_masks_cpu(
-    const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t max_span_length,
-    c10::IntArrayRef context_lengths, bool permute_all) {
-  check_item_ids(item_ids, padding_idx);
+// fn(row_ids, row_schema, row_targets, row) over the rows of (B, L) ids and (B, width) outputs, in parallel.
+template <typename scalar_t, class Fn>
+void for_each_row(const at::Tensor& ids, const at::Tensor& schema, const at::Tensor& targets, int64_t grain_elements,
+                  Fn fn) {
+  const int64_t batch = ids.size(0), length = ids.size(1), width = schema.size(1);
+  const scalar_t* ids_data = ids.const_data_ptr<scalar_t>();
+  bool* schema_data = schema.mutable_data_ptr<bool>();
+  scalar_t* target_data = targets.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, batch, grain_rows(grain_elements), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      fn(ids_data + b * length, schema_data + b * width, target_data + b * width, b);
+    }
+  });
+}
+
+// An op that writes (schema, targets) of width `width` per row with rules::<row rule>.
+template <class RowRule>
+TensorPair row_targets(const at::Tensor& item_ids, int64_t padding_idx, int64_t extra_width, RowRule rule) {
+  const at::Tensor ids = contiguous_ids(item_ids, padding_idx);
+  const int64_t length = ids.size(1);
+  at::Tensor schema = at::empty({ids.size(0), length + extra_width}, ids.options().dtype(at::kBool));
+  at::Tensor targets = at::empty({ids.size(0), length + extra_width}, ids.options());
+  AT_DISPATCH_INTEGRAL_TYPES(ids.scalar_type(), "row_targets", [&] {
+    for_each_row<scalar_t>(ids, schema, targets, length, [&](const scalar_t* row, bool* row_schema,
+                                                             scalar_t* row_targets, int64_t) {
+      rule(rules::RowLanes{}, row, row_schema, row_targets, length, padding_idx);
+    });
+  });
+  return {schema, targets};
+}
+
+// The generic lambdas below pick the rules:: template for the ids' element type.
+#define FASTMASK_ROW_RULE(rule) \
+  [](rules::RowLanes lanes, const auto* row, bool* schema, auto* targets, int64_t length, int64_t padding_idx) { \
+    rules::rule(lanes, row, schema, targets, length, padding_idx);                                              \
+  }
+
+}  // namespace
+
+TensorPair mlm_train(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t threshold) {
+  const at::Tensor ids = contiguous_ids(item_ids, padding_idx);
+  check_seed(seed, item_ids.device());
+  check_threshold(threshold);
+  const uint64_t key = seed_key_cpu(seed);
+  const int64_t length = ids.size(1);
+  at::Tensor schema = at::empty(ids.sizes(), ids.options().dtype(at::kBool));
+  at::Tensor targets = at::empty(ids.sizes(), ids.options());
+  AT_DISPATCH_INTEGRAL_TYPES(ids.scalar_type(), "mlm_train", [&] {
+    for_each_row<scalar_t>(ids, schema, targets, length, [&](const scalar_t* row, bool* row_schema,
+                                                             scalar_t* row_targets, int64_t b) {
+      rules::mlm_mask_row(rules::RowLanes{}, row, row_schema, length, padding_idx, key, static_cast<uint32_t>(b),
+                          static_cast<uint64_t>(threshold));
+      rules::masked_targets_row(rules::RowLanes{}, row, row_schema, row_targets, length, padding_idx);
+    });
+  });
+  return {schema, targets};
+}
+
+TensorQuad plm_train(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx, int64_t max_span_length,
+                     const std::vector<int64_t>& context_lengths, bool permute_all) {
+  const at::Tensor ids = contiguous_ids(item_ids, padding_idx);
   check_seed(seed, item_ids.device());
   check_plm_spans(max_span_length, context_lengths);
   const uint64_t key = seed_key_cpu(seed);
-  const at::Tensor ids = item_ids.contiguous();
   const int64_t batch = ids.size(0), length = ids.size(1);
-  at::Tensor mask = at::empty({batch, length}, ids.options().dtype(at::kBool));
+  at::Tensor schema = at::empty({batch, length}, ids.options().dtype(at::kBool));
+  at::Tensor targets = at::empty({batch, length}, ids.options());
   at::Tensor perm_mask = at::empty({batch, length, length}, ids.options().dtype(at::kFloat));
   at::Tensor target_mapping = at::empty({batch, length, length}, ids.options().dtype(at::kFloat));
   const int64_t square = length * length;
-  AT_DISPATCH_INTEGRAL_TYPES(ids.scalar_type(), "plm_train_masks_cpu", [&] {
-    const scalar_t* ids_data = ids.const_data_ptr<scalar_t>();
-    bool* mask_data = mask.mutable_data_ptr<bool>();
-    float* perm_data = perm_mask.mutable_data_ptr<float>();
-    float* target_data = target_mapping.mutable_data_ptr<float>();
-    at::parallel_for(0, batch, grain_rows(2 * square), [&](int64_t begin, int64_t end) {
+  float* perm_data = perm_mask.mutable_data_ptr<float>();
+  float* mapping_data = target_mapping.mutable_data_ptr<float>();
+  AT_DISPATCH_INTEGRAL_TYPES(ids.scalar_type(), "plm_train", [&] {
+    for_each_row<scalar_t>(ids, schema, targets, 2 * square, [&](const scalar_t* row, bool* row_schema,
+                                                                 scalar_t* row_targets, int64_t b) {
+      const auto row_index = static_cast<uint32_t>(b);
+      rules::plm_mask_row(rules::RowLanes{}, row, row_schema, length, padding_idx, key, row_index, max_span_length,
+                          context_lengths.data(), permute_all);
+      rules::masked_targets_row(rules::RowLanes{}, row, row_schema, row_targets, length, padding_idx);
       PlmRowOrder order(length);
-      for (int64_t b = begin; b < end; ++b) {
-        const auto row = static_cast<uint32_t>(b);
-        bool* row_mask = mask_data + b * length;
-        rules::plm_mask_row(rules::RowLanes{}, ids_data + b * length, row_mask, length, padding_idx, key, row,
-                            max_span_length, context_lengths.data(), permute_all);
-        order.build(key, row, row_mask, static_cast<int32_t>(length));
-        order.write_square(static_cast<int32_t>(length), !permute_all, perm_data + b * square,
-                           target_data + b * square);
-      }
+      order.build(key, row_index, row_schema, static_cast<int32_t>(length));
+      order.write_square(static_cast<int32_t>(length), !permute_all, perm_data + b * square,
+                         mapping_data + b * square);
     });
   });
-  return {mask, perm_mask, target_mapping};
+  return {schema, targets, perm_mask, target_mapping};
 }
 
-at::Tensor plm_eval_perm_mask_cpu(const at::Tensor& item_ids, int64_t padding_idx) {
-  check_item_ids(item_ids, padding_idx);
-  const at::Tensor ids = item_ids.contiguous();
+TensorQuad plm_eval(const at::Tensor& item_ids, int64_t padding_idx) {
+  const at::Tensor ids = contiguous_ids(item_ids, padding_idx);
   const int64_t batch = ids.size(0), length = ids.size(1);
+  at::Tensor schema = at::empty({batch, length}, ids.options().dtype(at::kBool));
+  at::Tensor targets = at::empty({batch, length}, ids.options());
   at::Tensor perm_mask = at::empty({batch, length, length}, ids.options().dtype(at::kLong));
-  if (length == 0) return perm_mask;
-  AT_DISPATCH_INTEGRAL_TYPES(ids.scalar_type(), "plm_eval_perm_mask_cpu", [&] {
-    const scalar_t* ids_data = ids.const_data_ptr<scalar_t>();
-    int64_t* out = perm_mask.mutable_data_ptr<int64_t>();
-    at::parallel_for(0, batch, grain_rows(length * length), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const scalar_t* row_ids = ids_data + b * length;
-        const int64_t count =
-            rules::RowLanes{}.count(length, [=](int64_t t) { return rules::is_item(row_ids[t], padding_idx); });
-        const int64_t last = rules::last_item_index(count, length);
-        int64_t* square = out + b * length * length;
-        for (int64_t k = 0; k < length; ++k) square[k] = rules::plm_eval_hidden(0, k, last) ? 1 : 0;
-        // Row q equals row q - 1 but at column q: k > q and k > q - 1 differ only there. A copy of
-        // the previous (cached) row runs at memset speed; the rule's loop does not vectorize.
-        for (int64_t q = 1; q < length; ++q) {
-          int64_t* out_row = square + q * length;
-          std::copy(out_row - length, out_row, out_row);
-          out_row[q] = rules::plm_eval_hidden(q, q, last) ? 1 : 0;
-        }
+  at::Tensor identity = at::zeros({length, length}, ids.options().dtype(at::kFloat));
+  float* identity_data = identity.mutable_data_ptr<float>();
+  for (int64_t q = 0; q < length; ++q) identity_data[q * length + q] = 1.0f;
+  int64_t* perm_data = perm_mask.mutable_data_ptr<int64_t>();
+  AT_DISPATCH_INTEGRAL_TYPES(ids.scalar_type(), "plm_eval", [&] {
+    for_each_row<scalar_t>(ids, schema, targets, length * length, [&](const scalar_t* row, bool* row_schema,
+                                                                      scalar_t* row_targets, int64_t b) {
+      rules::last_item_targets_row(rules::RowLanes{}, row, row_schema, row_targets, length, padding_idx);
+      const int64_t count =
+          rules::RowLanes{}.count(length, [=](int64_t t) { return rules::is_item(row[t], padding_idx); });
+      const int64_t last = rules::last_item_index(count, length);
+      int64_t* square = perm_data + b * length * length;
+      for (int64_t k = 0; k < length; ++k) square[k] = rules::plm_eval_hidden(0, k, last) ? 1 : 0;
+      // Row q equals row q - 1 but at column q: k > q and k > q - 1 differ only there. A copy of
+      // the previous (cached) row runs at memset speed; the rule's loop does not vectorize.
+      for (int64_t q = 1; q < length; ++q) {
+        int64_t* out_row = square + q * length;
+        std::copy(out_row - length, out_row, out_row);
+        out_row[q] = rules::plm_eval_hidden(q, q, last) ? 1 : 0;
       }
     });
   });
-  return perm_mask;
+  return {schema, targets, perm_mask, identity};
 }
 
+TensorPair next_item_targets(const at::Tensor& item_ids, int64_t padding_idx) {
+  return row_targets(item_ids, padding_idx, 0, FASTMASK_ROW_RULE(next_item_targets_row));
+}
+
+TensorPair last_item_targets(const at::Tensor& item_ids, int64_t padding_idx) {
+  return row_targets(item_ids, padding_idx, 0, FASTMASK_ROW_RULE(last_item_targets_row));
+}
+
+TensorPair clm_last_item_targets(const at::Tensor& item_ids, int64_t padding_idx) {
+  return row_targets(item_ids, padding_idx, 0, FASTMASK_ROW_RULE(clm_last_item_targets_row));
+}
+
+TensorPair mlm_inference_targets(const at::Tensor& item_ids, int64_t padding_idx) {
+  return row_targets(item_ids, padding_idx, 1, FASTMASK_ROW_RULE(mlm_inference_targets_row));
+}
+
+}  // namespace cpu
 }  // namespace fastmask

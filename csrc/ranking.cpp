@@ -71,7 +71,9 @@ void rank_row(const scalar_t* scores, int64_t vocab, const int64_t* items, int64
 
 }  // namespace
 
-at::Tensor target_ranks_cpu(const at::Tensor& scores, const at::Tensor& items) {
+namespace cpu {
+
+at::Tensor target_ranks(const at::Tensor& scores, const at::Tensor& items) {
   check_rank_inputs(scores, items);
   const at::Tensor values = scores.contiguous();
   const at::Tensor columns = items.contiguous();
@@ -95,4 +97,5 @@ at::Tensor target_ranks_cpu(const at::Tensor& scores, const at::Tensor& items) {
   return ranks;
 }
 
+}  // namespace cpu
 }  // namespace fastmask

@@ -150,6 +150,78 @@ FASTMASK_HOST_DEVICE void mlm_mask_row(RowLanes lanes, const Item* items, bool* 
   }
 }
 
+// Targets of a row from its schema: the item where the schema holds, padding elsewhere.
+template <class Item>
+FASTMASK_HOST_DEVICE void masked_targets_row(RowLanes lanes, const Item* items, const bool* schema, Item* targets,
+                                             int64_t length, int64_t padding_idx) {
+  const Item padding = static_cast<Item>(padding_idx);
+  lanes.for_each(0, length, [=](int64_t t) { targets[t] = schema[t] ? items[t] : padding; });
+}
+
+// Last-item evaluation: index of item n - 1, wrapped like a Python index (n = 0 gives L - 1).
+FASTMASK_HOST_DEVICE int64_t last_item_index(int64_t count, int64_t length) {
+  return count > 0 ? count - 1 : length - 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets without randomness (see reference masking.py): each writes one row's schema and targets.
+
+// The next item of position t, a literal 0 after the last column.
+template <class Item>
+FASTMASK_HOST_DEVICE Item next_item(const Item* items, int64_t length, int64_t t) {
+  return t + 1 < length ? items[t + 1] : Item(0);
+}
+
+template <class Item>
+FASTMASK_HOST_DEVICE void next_item_targets_row(RowLanes lanes, const Item* items, bool* schema, Item* targets,
+                                                int64_t length, int64_t padding_idx) {
+  lanes.for_each(0, length, [=](int64_t t) {
+    const Item target = next_item(items, length, t);
+    targets[t] = target;
+    schema[t] = is_item(target, padding_idx);
+  });
+}
+
+template <class Item>
+FASTMASK_HOST_DEVICE void last_item_targets_row(RowLanes lanes, const Item* items, bool* schema, Item* targets,
+                                                int64_t length, int64_t padding_idx) {
+  const int64_t last =
+      last_item_index(lanes.count(length, [=](int64_t t) { return is_item(items[t], padding_idx); }), length);
+  const Item padding = static_cast<Item>(padding_idx);
+  lanes.for_each(0, length, [=](int64_t t) {
+    const Item target = t == last ? items[t] : padding;
+    targets[t] = target;
+    schema[t] = is_item(target, padding_idx);
+  });
+}
+
+// CLM's last-item mode: the next item at m - 1 (m = number of next items that are not padding),
+// zeros elsewhere; the schema keeps every non-padding input visible.
+template <class Item>
+FASTMASK_HOST_DEVICE void clm_last_item_targets_row(RowLanes lanes, const Item* items, bool* schema, Item* targets,
+                                                    int64_t length, int64_t padding_idx) {
+  const int64_t last = last_item_index(
+      lanes.count(length, [=](int64_t t) { return is_item(next_item(items, length, t), padding_idx); }), length);
+  lanes.for_each(0, length, [=](int64_t t) {
+    targets[t] = t == last ? next_item(items, length, t) : Item(0);
+    schema[t] = is_item(items[t], padding_idx);
+  });
+}
+
+// MLM inference: L + 1 slots, padding but the [MASK] slot n, which holds item n - 1 (Python-index wrap).
+template <class Item>
+FASTMASK_HOST_DEVICE void mlm_inference_targets_row(RowLanes lanes, const Item* items, bool* schema, Item* targets,
+                                                    int64_t length, int64_t padding_idx) {
+  const int64_t count = lanes.count(length, [=](int64_t t) { return is_item(items[t], padding_idx); });
+  const Item padding = static_cast<Item>(padding_idx);
+  const Item copied = length > 0 ? items[last_item_index(count, length)] : padding;
+  lanes.for_each(0, length + 1, [=](int64_t t) {
+    const Item target = t == count ? copied : padding;
+    targets[t] = target;
+    schema[t] = is_item(target, padding_idx);
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // PLM training, first part: the target mask of one row. See reference masking.plm_train_masks.
 // context_lengths[s] for s = 1..max_span_length must satisfy s <= context_lengths[s] < 2^31, so
@@ -226,11 +298,6 @@ FASTMASK_HOST_DEVICE bool plm_hidden(bool q_masked, Order q_order, bool k_masked
 
 // target_mapping[q, k] of a PLM training row: the identity, all zero when every item is permuted.
 FASTMASK_HOST_DEVICE bool plm_maps(bool identity_mapping, int64_t q, int64_t k) { return identity_mapping && q == k; }
-
-// Last-item evaluation: index of item n - 1, wrapped like a Python index (n = 0 gives L - 1).
-FASTMASK_HOST_DEVICE int64_t last_item_index(int64_t count, int64_t length) {
-  return count > 0 ? count - 1 : length - 1;
-}
 
 // perm_mask[q, k] of last-item evaluation: keys after the query, and the last item, are hidden.
 FASTMASK_HOST_DEVICE bool plm_eval_hidden(int64_t q, int64_t k, int64_t last) { return k > q || k == last; }

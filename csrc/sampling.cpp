@@ -209,7 +209,9 @@ int64_t sample_row(const scalar_t* logits, int64_t vocab, uint64_t seed, uint32_
 
 }  // namespace
 
-at::Tensor gumbel_argmax_cpu(const at::Tensor& logits, const at::Tensor& seed) {
+namespace cpu {
+
+at::Tensor gumbel_argmax(const at::Tensor& logits, const at::Tensor& seed) {
   check_logits(logits);
   check_seed(seed, logits.device());
   const uint64_t key = seed_key_cpu(seed);
@@ -228,4 +230,5 @@ at::Tensor gumbel_argmax_cpu(const at::Tensor& logits, const at::Tensor& seed) {
   return samples;
 }
 
+}  // namespace cpu
 }  // namespace fastmask

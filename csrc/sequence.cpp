@@ -1,11 +1,9 @@
 // CPU ops of the sequence-masking policies (Merlin Models, RecBole BERT4Rec) and of the log-uniform
-// sampler. Rules and draw layouts: fastmask/reference/sequence.py. Schemas live here as a fragment of
-// the fastmask_C library (registration.cpp defines the library).
+// sampler. Rules and draw layouts: fastmask/reference/sequence.py.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
@@ -15,6 +13,7 @@
 #include "rules.h"
 
 namespace fastmask {
+namespace cpu {
 namespace {
 
 constexpr int64_t kBert4recNegativeAttempts = 64;  // reference BERT4REC_NEGATIVE_ATTEMPTS
@@ -123,7 +122,9 @@ void bert4rec_row(uint64_t key, uint32_t row, const scalar_t* ids, int64_t lengt
   }
 }
 
-at::Tensor merlin_mask_random_cpu(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx,
+}  // namespace
+
+at::Tensor merlin_mask_random(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx,
                                   int64_t threshold, bool reset_any_full_row) {
   const BernoulliMaskArgs args(item_ids, seed, padding_idx, threshold);
   const int64_t batch = args.ids.size(0), length = args.ids.size(1);
@@ -141,7 +142,7 @@ at::Tensor merlin_mask_random_cpu(const at::Tensor& item_ids, const at::Tensor& 
   return args.mask;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bert4rec_mask_cpu(
+TensorQuad bert4rec_mask(
     const at::Tensor& item_seq, const at::Tensor& seed, int64_t n_items, int64_t threshold, int64_t mask_item_length) {
   check_item_ids(item_seq, 0);
   check_seed(seed, item_seq.device());
@@ -176,7 +177,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bert4rec_mask_cpu(
   return {masked_item_seq, pos_items, neg_items, masked_index};
 }
 
-at::Tensor log_uniform_draws_cpu(const at::Tensor& cdf_table, const at::Tensor& seed, int64_t num_draws) {
+at::Tensor log_uniform_draws(const at::Tensor& cdf_table, const at::Tensor& seed, int64_t num_draws) {
   TORCH_CHECK_TYPE(cdf_table.scalar_type() == at::kLong, "cdf_table must be an int64 tensor, got ",
                    cdf_table.scalar_type());
   TORCH_CHECK_VALUE(cdf_table.dim() == 1, "cdf_table must be 1-D, got shape ", cdf_table.sizes());
@@ -203,22 +204,5 @@ at::Tensor log_uniform_draws_cpu(const at::Tensor& cdf_table, const at::Tensor& 
   return out;
 }
 
-}  // namespace
+}  // namespace cpu
 }  // namespace fastmask
-
-TORCH_LIBRARY_FRAGMENT(fastmask_C, m) {
-  const std::vector<at::Tag> seeded{at::Tag::nondeterministic_seeded};
-  m.def("merlin_mask_random(Tensor item_ids, Tensor seed, int padding_idx, int threshold, bool reset_any_full_row) "
-        "-> Tensor",
-        seeded);
-  m.def("bert4rec_mask(Tensor item_seq, Tensor seed, int n_items, int threshold, int mask_item_length) "
-        "-> (Tensor, Tensor, Tensor, Tensor)",
-        seeded);
-  m.def("log_uniform_draws(Tensor cdf_table, Tensor seed, int num_draws) -> Tensor", seeded);
-}
-
-TORCH_LIBRARY_IMPL(fastmask_C, CPU, m) {
-  m.impl("merlin_mask_random", &fastmask::merlin_mask_random_cpu);
-  m.impl("bert4rec_mask", &fastmask::bert4rec_mask_cpu);
-  m.impl("log_uniform_draws", &fastmask::log_uniform_draws_cpu);
-}

@@ -129,26 +129,25 @@ class MaskSequence(OutputSizeMixin, nn.Module):
 
     # -- validation -------------------------------------------------------------------------
     def _check_item_ids(self, item_ids: torch.Tensor, training: bool) -> None:
+        """Checks that read the ids' values (the ops check their metadata): no negative item id and,
+        where training needs it, an item in every row. One read-back on a GPU, so by default only on
+        the CPU (``check_inputs``)."""
         if not isinstance(item_ids, torch.Tensor):
             raise TypeError(f"item_ids must be a torch.Tensor, got {type(item_ids).__name__}")
-        if item_ids.dtype.is_floating_point or item_ids.dtype.is_complex or item_ids.dtype == torch.bool:
-            raise TypeError(f"item_ids must hold integer ids, got dtype {item_ids.dtype}")
-        if item_ids.ndim != 2:
-            raise ValueError(f"item_ids must be 2-D (batch, seq_len), got shape {tuple(item_ids.shape)}")
         if not data_checks_enabled(item_ids, self.check_inputs) or item_ids.numel() == 0:
             return
-        ops.check_ids("item_ids", item_ids, self.padding_idx)  # padding_idx fits the ids' dtype
-        # One read-back on a GPU, none on the CPU; numpy's small-array ops cost a third of torch's.
+        ops.check_ids("item_ids", item_ids, self.padding_idx)  # before reading values the op would refuse
+        # numpy's small-array ops cost a third of torch's.
         ids = item_ids.detach().cpu().numpy()
         items = ids != self.padding_idx
-        if (items & (ids < 0)).any():
+        if ids.min() < 0 and (items & (ids < 0)).any():
             raise ValueError(f"item_ids must be non-negative item ids or padding ({self.padding_idx})")
         if training and self._needs_items_in_every_row and not self.skip_empty_rows:
-            empty_rows = np.flatnonzero(~items.any(1))
-            if empty_rows.size:
+            rows_with_items = items.any(1)
+            if not rows_with_items.all():
                 raise ValueError(
-                    f"item_ids rows {empty_rows[:8].tolist()} contain only padding ({self.padding_idx}); "
-                    f"{type(self).__name__} training needs at least one item per row "
+                    f"item_ids rows {np.flatnonzero(~rows_with_items)[:8].tolist()} contain only padding "
+                    f"({self.padding_idx}); {type(self).__name__} training needs at least one item per row "
                     "(pass skip_empty_rows=True to leave such rows without targets)"
                 )
 
@@ -207,7 +206,7 @@ class MaskSequence(OutputSizeMixin, nn.Module):
 
     def predict_all(self, item_ids: torch.Tensor) -> MaskingInfo:
         """Targets for every next item (shifted ids, a literal 0 appended)."""
-        return MaskingInfo(*rules.predict_all(item_ids, self.padding_idx))
+        return MaskingInfo(*ops.next_item_targets(item_ids, self.padding_idx))
 
     def forward(
         self,
@@ -258,10 +257,15 @@ class CausalLanguageModeling(MaskSequence):
     def _compute_masked_targets(
         self, item_ids: torch.Tensor, training: bool = False, testing: bool = False
     ) -> MaskingInfo:
+        if not training and not testing:
+            ops.check_ids("item_ids", item_ids, self.padding_idx)
+            return MaskingInfo(item_ids != self.padding_idx, item_ids)
         last_item_only = (self.eval_on_last_item_seq_only and not training) or (
             self.train_on_last_item_seq_only and training
         )
-        return MaskingInfo(*rules.clm_targets(item_ids, self.padding_idx, training, testing, last_item_only))
+        if last_item_only:
+            return MaskingInfo(*ops.clm_last_item_targets(item_ids, self.padding_idx))
+        return self.predict_all(item_ids)
 
     def apply_mask_to_inputs(
         self,
@@ -304,13 +308,12 @@ class MaskedLanguageModeling(MaskSequence):
         self, item_ids: torch.Tensor, training: bool = False, testing: bool = False
     ) -> MaskingInfo:
         if not training and not testing:
-            return MaskingInfo(*rules.mlm_inference_targets(item_ids, self.padding_idx))
+            return MaskingInfo(*ops.mlm_inference_targets(item_ids, self.padding_idx))
         if training:
             threshold = bernoulli_threshold(_check_probability("mlm_probability", self.mlm_probability, True))
-            schema = ops.mlm_mask(item_ids, self._seed(item_ids.device), self.padding_idx, threshold)
-            return MaskingInfo(schema, torch.where(schema, item_ids, self.padding_idx))
+            return MaskingInfo(*ops.mlm_train(item_ids, self._seed(item_ids.device), self.padding_idx, threshold))
         if self.eval_on_last_item_seq_only:
-            return MaskingInfo(*rules.last_item_targets(item_ids, self.padding_idx))
+            return MaskingInfo(*ops.last_item_targets(item_ids, self.padding_idx))
         return self.predict_all(item_ids)
 
     def apply_mask_to_inputs(
@@ -353,27 +356,35 @@ class PermutationLanguageModeling(MaskSequence):
         self.permute_all = permute_all
         self.target_mapping: Optional[torch.Tensor] = None
         self.perm_mask: Optional[torch.Tensor] = None
-        self._context_lengths()
+        self._span_table: Tuple[tuple, list] = ((), [])
+        self._context_lengths()  # raises now, rather than at the first batch, for spans too long
 
     def _context_lengths(self) -> list:
-        lengths = rules.plm_context_lengths(self.plm_probability, self.max_span_length)
-        if lengths[-1] > _MAX_CONTEXT_LENGTH:
-            raise ValueError(
-                f"max_span_length / plm_probability = {lengths[-1]} must be below 2**31; "
-                "raise plm_probability or lower max_span_length"
-            )
-        return lengths
+        """``int(span / plm_probability)`` for span 0..max_span_length (both may be changed after
+        construction, as on the reference's modules); computed once per pair of values."""
+        key = (self.plm_probability, self.max_span_length)
+        if self._span_table[0] != key:
+            lengths = rules.plm_context_lengths(self.plm_probability, self.max_span_length)
+            if lengths[-1] > _MAX_CONTEXT_LENGTH:
+                raise ValueError(
+                    f"max_span_length / plm_probability = {lengths[-1]} must be below 2**31; "
+                    "raise plm_probability or lower max_span_length"
+                )
+            self._span_table = (key, lengths)
+        return self._span_table[1]
 
-    def _compute_masked_targets(self, item_ids: torch.Tensor, **kwargs):
-        pass
+    def _compute_masked_targets(self, item_ids: torch.Tensor, training: bool = False, testing: bool = False):
+        """Targets and schema, as ``compute_masked_targets`` finds them (``testing`` is ignored, as in the
+        reference: inference masks like evaluation)."""
+        schema, targets, _, _ = self._compute_masked_targets_extended(item_ids, training=training)
+        return MaskingInfo(schema, targets)
 
     def _compute_masked_targets_extended(
         self, item_ids: torch.Tensor, training=False
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mask_labels, labels, target_mapping, perm_mask) for XLNet."""
-        batch, length = item_ids.shape
         if training:
-            schema, perm_mask, target_mapping = ops.plm_train_masks(
+            schema, targets, perm_mask, target_mapping = ops.plm_train(
                 item_ids,
                 self._seed(item_ids.device),
                 self.padding_idx,
@@ -381,17 +392,16 @@ class PermutationLanguageModeling(MaskSequence):
                 self._context_lengths(),
                 bool(self.permute_all),
             )
-            return schema, torch.where(schema, item_ids, self.padding_idx), target_mapping, perm_mask
+            return schema, targets, target_mapping, perm_mask
+        batch, length = item_ids.shape
         if self.eval_on_last_item_seq_only:
-            schema, labels = rules.last_item_targets(item_ids, self.padding_idx)
-            perm_mask = ops.plm_eval_perm_mask(item_ids, self.padding_idx)
-            identity = torch.eye(length, dtype=torch.float32, device=item_ids.device)
-            return schema, labels, identity.expand(batch, length, length), perm_mask
-        schema, labels = rules.predict_all(item_ids, self.padding_idx)
+            schema, targets, perm_mask, identity = ops.plm_eval(item_ids, self.padding_idx)
+            return schema, targets, identity.expand(batch, length, length), perm_mask
+        schema, targets = ops.next_item_targets(item_ids, self.padding_idx)
         # The reference builds this one on the CPU as int64, whatever the ids' device.
         target_mapping = torch.nn.functional.one_hot(torch.arange(length), num_classes=length)
         perm_mask = rules.causal_perm_mask(batch, length, item_ids.device)
-        return schema, labels, target_mapping.expand(batch, length, length), perm_mask
+        return schema, targets, target_mapping.expand(batch, length, length), perm_mask
 
     def compute_masked_targets(self, item_ids: torch.Tensor, training=False, **kwargs) -> MaskingInfo:
         self._check_item_ids(item_ids, training)
@@ -461,8 +471,6 @@ class ReplacementLanguageModeling(MaskedLanguageModeling):
 
     def sample_from_softmax(self, logits: torch.Tensor) -> torch.Tensor:
         """One sample per row of ``logits`` (P, V) from softmax(logits), by fused Gumbel-max; int64 (P,)."""
-        if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
-            raise TypeError("logits must be a floating-point torch.Tensor of shape (P, V)")
-        if logits.ndim != 2 or logits.shape[1] == 0:
-            raise ValueError(f"logits must be 2-D (P, V) with V > 0, got shape {tuple(logits.shape)}")
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"logits must be a floating-point torch.Tensor of shape (P, V), got {type(logits).__name__}")
         return ops.gumbel_argmax(logits, self._seed(logits.device))

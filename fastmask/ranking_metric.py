@@ -116,7 +116,7 @@ def _sorted_by_label(topk: torch.Tensor) -> torch.Tensor:
     """``rules.ideal_labels`` without a sort: each label's place from ``target_ranks`` on the labels."""
     keys = topk if topk.is_floating_point() else topk.to(torch.float64)
     slots = torch.arange(topk.shape[1], device=topk.device).expand(topk.shape)
-    places = ops.target_ranks(keys, slots.contiguous(), check_items=False)
+    places = ops.target_ranks(keys, slots.contiguous())
     return torch.empty_like(topk).scatter_(1, places, topk)
 
 
@@ -130,7 +130,7 @@ def rank_item_ids(scores: torch.Tensor, items: torch.Tensor, k: int, need_ideal:
     """One-hot labels given as item ids ``items`` (N,): float32 labels, as the reference's one-hot."""
     if not scores.is_floating_point():
         return rank_dense(scores, _one_hot(items, scores), k, need_ideal)
-    ranks = ops.target_ranks(scores, items.unsqueeze(1), check_items=False)  # checked by _item_ids
+    ranks = ops.target_ranks(scores, items.unsqueeze(1))  # checked by _item_ids
     topk = _scatter_ranked(ranks, torch.ones(ranks.shape, dtype=torch.float32, device=scores.device), k)
     ideal = None
     if need_ideal:  # at most one 1: re-sorted, it comes first
@@ -219,7 +219,7 @@ def rank_dense(scores: torch.Tensor, labels: torch.Tensor, k: int, need_ideal: b
     if items.shape[1] == 0:
         topk = torch.zeros(labels.shape[0], k, dtype=labels.dtype, device=labels.device)
         return RankedLabels(topk, num_relevant, False, topk if need_ideal else None)
-    topk = _scatter_ranked(ops.target_ranks(ranked_scores, items, check_items=False), values, k)
+    topk = _scatter_ranked(ops.target_ranks(ranked_scores, items), values, k)
     return RankedLabels(topk, num_relevant, False, _sorted_by_label(topk) if need_ideal else None)
 
 

@@ -23,7 +23,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from . import ops, sequence_ops
+from . import ops
 from ._checks import data_checks_enabled
 from .masking import MaskedLanguageModeling, MaskingInfo, MaskSequence, _check_probability, draw_seed
 from .reference import sequence as rules
@@ -107,7 +107,7 @@ class MerlinMaskRandom(_MerlinMasking):
         if not training:
             return rules.merlin_mask_last(item_ids, self.padding_idx)
         threshold = bernoulli_threshold(_check_probability("masking_prob", self.masking_prob))
-        return sequence_ops.merlin_mask_random(
+        return ops.merlin_mask_random(
             item_ids, self._seed(item_ids.device), self.padding_idx, threshold, self.reset_any_full_row
         )
 
@@ -170,7 +170,7 @@ class BERT4RecMasking:
         seed = draw_seed(item_seq.device, self.generator)
         threshold = bernoulli_threshold(self.mask_ratio)
         return BERT4RecBatch(
-            *sequence_ops.bert4rec_mask(item_seq, seed, self.n_items, threshold, self.mask_item_length)
+            *ops.bert4rec_mask(item_seq, seed, self.n_items, threshold, self.mask_item_length)
         )
 
     def reconstruct_test_data(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, check_inputs: bool = True):
@@ -338,12 +338,12 @@ class LogUniformSampler(torch.nn.Module):
             table = _log_uniform_cdf(self)
             seed = draw_seed(table.device, getattr(self, "generator", None))
             if getattr(self, "fixed_size", False):
-                draws = sequence_ops.log_uniform_draws(table, seed, rules.FIXED_SIZE_DRAWS_PER_TRY * self.n_sample)
+                draws = ops.log_uniform_draws(table, seed, rules.FIXED_SIZE_DRAWS_PER_TRY * self.n_sample)
                 neg_samples = rules.fixed_size_negatives(
                     draws, self.n_sample, self.max_n_samples, self.max_id, self.min_id
                 )
             else:
-                draws = sequence_ops.log_uniform_draws(table, seed, self.n_sample)
+                draws = ops.log_uniform_draws(table, seed, self.n_sample)
                 neg_samples = rules.unique_negatives(draws, self.max_n_samples)
             neg_samples = neg_samples.to(labels.device)
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/kernel_steps.cuh"
@@ -80,23 +81,31 @@ void rank_rows(const T* scores, int64_t rows, int64_t vocab, const int64_t* item
 
 extern "C" {
 
-void host_mlm_mask(const void* items, int item_type, int64_t batch, int64_t length, int64_t padding_idx,
-                   uint64_t seed, uint64_t threshold, bool* mask) {
+void host_mlm_train(const void* items, int item_type, int64_t batch, int64_t length, int64_t padding_idx,
+                    uint64_t seed, uint64_t threshold, bool* mask, void* targets) {
   with_items(items, item_type, [&](auto ids) {
+    using Item = std::remove_cv_t<std::remove_pointer_t<decltype(ids)>>;
     for (int64_t row = 0; row < batch; ++row) {
-      mlm_mask_row(RowLanes{}, ids + row * length, mask + row * length, length, padding_idx, seed,
-                   static_cast<uint32_t>(row), threshold);
+      const int64_t offset = row * length;
+      mlm_mask_row(RowLanes{}, ids + offset, mask + offset, length, padding_idx, seed, static_cast<uint32_t>(row),
+                   threshold);
+      masked_targets_row(RowLanes{}, ids + offset, mask + offset, static_cast<Item*>(targets) + offset, length,
+                         padding_idx);
     }
   });
 }
 
-void host_plm_train_masks(const void* items, int item_type, int64_t batch, int64_t length, int64_t padding_idx,
-                          uint64_t seed, int64_t max_span_length, const int64_t* context_lengths, bool permute_all,
-                          int64_t band_rows, bool* mask, float* perm_mask, float* target_mapping) {
+void host_plm_train(const void* items, int item_type, int64_t batch, int64_t length, int64_t padding_idx,
+                    uint64_t seed, int64_t max_span_length, const int64_t* context_lengths, bool permute_all,
+                    int64_t band_rows, bool* mask, void* targets, float* perm_mask, float* target_mapping) {
   with_items(items, item_type, [&](auto ids) {
+    using Item = std::remove_cv_t<std::remove_pointer_t<decltype(ids)>>;
     for (int64_t row = 0; row < batch; ++row) {
-      plm_mask_row(RowLanes{}, ids + row * length, mask + row * length, length, padding_idx, seed,
-                   static_cast<uint32_t>(row), max_span_length, context_lengths, permute_all);
+      const int64_t offset = row * length;
+      plm_mask_row(RowLanes{}, ids + offset, mask + offset, length, padding_idx, seed, static_cast<uint32_t>(row),
+                   max_span_length, context_lengths, permute_all);
+      masked_targets_row(RowLanes{}, ids + offset, mask + offset, static_cast<Item*>(targets) + offset, length,
+                         padding_idx);
     }
   });
   // The kernel's shared band arrays (std::vector<bool> has no data()).
@@ -133,6 +142,24 @@ void host_plm_eval_perm_mask(const void* items, int item_type, int64_t batch, in
           plm_eval_write_column(perm_mask + row * length * length, length, q_begin, band, last, k);
         }
       }
+    }
+  });
+}
+
+// The targets without randomness (rule 0..3: next item, last item, CLM last item, MLM inference).
+void host_row_targets(int rule, const void* items, int item_type, int64_t batch, int64_t length, int64_t padding_idx,
+                      bool* schema, void* targets) {
+  const int64_t width = rule == 3 ? length + 1 : length;
+  with_items(items, item_type, [&](auto ids) {
+    using Item = std::remove_cv_t<std::remove_pointer_t<decltype(ids)>>;
+    for (int64_t row = 0; row < batch; ++row) {
+      const Item* row_ids = ids + row * length;
+      Item* row_targets = static_cast<Item*>(targets) + row * width;
+      bool* row_schema = schema + row * width;
+      if (rule == 0) next_item_targets_row(RowLanes{}, row_ids, row_schema, row_targets, length, padding_idx);
+      if (rule == 1) last_item_targets_row(RowLanes{}, row_ids, row_schema, row_targets, length, padding_idx);
+      if (rule == 2) clm_last_item_targets_row(RowLanes{}, row_ids, row_schema, row_targets, length, padding_idx);
+      if (rule == 3) mlm_inference_targets_row(RowLanes{}, row_ids, row_schema, row_targets, length, padding_idx);
     }
   });
 }

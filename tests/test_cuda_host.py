@@ -22,7 +22,75 @@ from fastmask.reference import philox
 from fastmask.reference import ranking as ref_ranking
 from fastmask.reference import sampling as ref_sampling
 
-from cuda_cases import MASK_SHAPES, PLM_KEY_TIE, SEEDS, gumbel_logits, item_ids, rank_items, rank_scores
+from helpers import assert_same
+
+# Philox keys, including ones with the top bit set (negative as an int64 seed tensor).
+SEEDS = [0, 1, 0x243F6A8885A308D3, 2**63 + 5, 2**64 - 1]
+# Under this key, row 3 of a (8, 64) batch draws the same factorisation-order key at positions 3
+# and 42 (found by search), so its perm_mask depends on the index tie-break.
+PLM_KEY_TIE = {"seed": 169481, "shape": (8, 64), "row": 3, "positions": (3, 42)}
+MASK_SHAPES = [(1, 1), (3, 1), (2, 2), (5, 7), (6, 31), (4, 32), (7, 33), (9, 64), (3, 100), (2, 257)]
+
+
+def item_ids(batch: int, length: int, padding_idx: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """Ids in [0, 6) (0 is a real item when padding_idx != 0) with padding anywhere in a row.
+
+    Row 0 is all padding, row 1 holds one item (at a random place), the others mix padding rates.
+    """
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 6, size=(batch, length))
+    ids[ids == padding_idx] = (padding_idx + 1) % 6
+    pad_rate = rng.choice([0.0, 0.2, 0.5, 0.9, 1.0], size=(batch, 1))
+    pad = rng.random((batch, length)) < pad_rate
+    if batch > 0:
+        pad[0] = True
+    if batch > 1 and length > 0:
+        pad[1] = True
+        pad[1, rng.integers(length)] = False
+    ids[pad] = padding_idx
+    return torch.from_numpy(ids).to(dtype)
+
+
+def special_logits(vocab: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows that exercise the argmax rules: NaN first wins, +inf ties, all -inf, huge spreads."""
+    rows = [np.full(vocab, -np.inf), np.full(vocab, 1.5)]
+    with_nan = rng.normal(size=vocab)
+    with_nan[rng.integers(vocab, size=2)] = np.nan
+    rows.append(with_nan)
+    with_inf = rng.normal(size=vocab)
+    with_inf[rng.integers(vocab, size=3)] = np.inf
+    rows.append(with_inf)
+    nan_and_inf = np.full(vocab, np.inf)
+    nan_and_inf[-1] = np.nan
+    rows.append(nan_and_inf)
+    rows.append(rng.normal(scale=30.0, size=vocab))
+    rows.append(rng.normal(scale=1e-3, size=vocab) + 1e4)
+    return np.stack(rows)
+
+
+def gumbel_logits(vocab: int, rng: np.random.Generator) -> np.ndarray:
+    """Plain rows at three temperatures, then the special rows."""
+    return np.concatenate([rng.normal(size=(3, vocab)) * [[0.1], [1.0], [8.0]], special_logits(vocab, rng)])
+
+
+def rank_scores(rows: int, vocab: int, rng: np.random.Generator) -> np.ndarray:
+    """Ties (small integers), signed zeros, NaNs and infinities; row 0 has none of them."""
+    scores = rng.integers(-3, 4, size=(rows, vocab)).astype(np.float64)
+    scores[scores == 0] = rng.choice([0.0, -0.0], size=int((scores == 0).sum()))
+    scores[rng.random((rows, vocab)) < 0.05] = np.nan
+    scores[rng.random((rows, vocab)) < 0.03] = np.inf
+    scores[rng.random((rows, vocab)) < 0.03] = -np.inf
+    scores[0] = rng.normal(size=vocab)
+    return scores
+
+
+def rank_items(rows: int, targets: int, vocab: int, rng: np.random.Generator) -> torch.Tensor:
+    """Item columns in [0, vocab), with -1 (no item) and other items outside the row (also none) mixed in."""
+    items = torch.from_numpy(rng.integers(-1, vocab, size=(rows, targets)))
+    items[torch.from_numpy(rng.random((rows, targets)) < 0.1)] = -7
+    items[torch.from_numpy(rng.random((rows, targets)) < 0.05)] = vocab
+    return items
+
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "cuda_host_rules.cpp"
@@ -56,8 +124,9 @@ def lib(tmp_path_factory):
     built = subprocess.run(command, capture_output=True, text=True)
     assert built.returncode == 0, f"{' '.join(command)}\n{built.stderr}"
     lib = ctypes.CDLL(str(library))
-    lib.host_mlm_mask.argtypes = [_P, _INT, _I64, _I64, _I64, _U64, _U64, _P]
-    lib.host_plm_train_masks.argtypes = [_P, _INT, _I64, _I64, _I64, _U64, _I64, _P, _BOOL, _I64, _P, _P, _P]
+    lib.host_mlm_train.argtypes = [_P, _INT, _I64, _I64, _I64, _U64, _U64, _P, _P]
+    lib.host_plm_train.argtypes = [_P, _INT, _I64, _I64, _I64, _U64, _I64, _P, _BOOL, _I64, _P, _P, _P, _P]
+    lib.host_row_targets.argtypes = [_INT, _P, _INT, _I64, _I64, _I64, _P, _P]
     lib.host_plm_eval_perm_mask.argtypes = [_P, _INT, _I64, _I64, _I64, _I64, _P]
     lib.host_gumbel_noise.argtypes = [_P, _I64, _P]
     lib.host_gumbel_argmax.argtypes = [_P, _INT, _I64, _I64, _U64, _I64, _I64, _P]
@@ -75,27 +144,42 @@ def _ptr(array) -> int:
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
 @pytest.mark.parametrize("padding_idx", [0, 3])
-def test_mlm_mask(lib, dtype, padding_idx):
+def test_mlm_train(lib, dtype, padding_idx):
     thresholds = [0, 1, philox.bernoulli_threshold(0.15), philox.bernoulli_threshold(0.5), 2**32 - 1, 2**32]
     for case, (batch, length) in enumerate(MASK_SHAPES):
         ids = item_ids(batch, length, padding_idx, dtype, case)
         for seed in SEEDS:
             threshold = thresholds[(case + seed) % len(thresholds)]
-            host = torch.empty(batch, length, dtype=torch.bool)
-            lib.host_mlm_mask(_ptr(ids), ITEM_TYPES[dtype], batch, length, padding_idx, seed, threshold, _ptr(host))
-            expected = ref_masking.mlm_mask(ids, seed, padding_idx, threshold)
-            assert torch.equal(host, expected), (batch, length, seed, threshold)
+            mask, targets = torch.empty(batch, length, dtype=torch.bool), torch.empty_like(ids)
+            lib.host_mlm_train(_ptr(ids), ITEM_TYPES[dtype], batch, length, padding_idx, seed, threshold, _ptr(mask),
+                               _ptr(targets))
+            expected = ref_masking.mlm_train(ids, seed, padding_idx, threshold)
+            assert_same((mask, targets), expected, batch, length, seed, threshold)
+
+
+@pytest.mark.parametrize("rule, op", list(enumerate(
+    ["next_item_targets", "last_item_targets", "clm_last_item_targets", "mlm_inference_targets"])))
+def test_targets_without_randomness(lib, rule, op):
+    for case, (batch, length) in enumerate(MASK_SHAPES + [(3, 0)]):
+        dtype = [torch.int64, torch.int32, torch.int8][case % 3]
+        padding_idx = case % 2 * 3
+        ids = item_ids(batch, length, padding_idx, dtype, 300 + case)
+        width = length + (rule == 3)
+        schema, targets = torch.empty(batch, width, dtype=torch.bool), torch.empty(batch, width, dtype=dtype)
+        lib.host_row_targets(rule, _ptr(ids), ITEM_TYPES[dtype], batch, length, padding_idx, _ptr(schema),
+                             _ptr(targets))
+        assert_same((schema, targets), getattr(ref_masking, op)(ids, padding_idx), batch, length)
 
 
 def _plm_host(lib, ids, seed, padding_idx, max_span, contexts, permute_all, band_rows):
     batch, length = ids.shape
-    mask = torch.empty(batch, length, dtype=torch.bool)
+    mask, targets = torch.empty(batch, length, dtype=torch.bool), torch.empty_like(ids)
     perm = torch.empty(batch, length, length, dtype=torch.float32)
     target = torch.empty(batch, length, length, dtype=torch.float32)
     table = torch.tensor(contexts, dtype=torch.int64)
-    lib.host_plm_train_masks(_ptr(ids), ITEM_TYPES[ids.dtype], batch, length, padding_idx, seed, max_span,
-                             _ptr(table), permute_all, band_rows, _ptr(mask), _ptr(perm), _ptr(target))
-    return mask, perm, target
+    lib.host_plm_train(_ptr(ids), ITEM_TYPES[ids.dtype], batch, length, padding_idx, seed, max_span,
+                       _ptr(table), permute_all, band_rows, _ptr(mask), _ptr(targets), _ptr(perm), _ptr(target))
+    return mask, targets, perm, target
 
 
 @pytest.mark.parametrize("padding_idx", [0, 3])
@@ -103,7 +187,7 @@ def _plm_host(lib, ids, seed, padding_idx, max_span, contexts, permute_all, band
     "plm_probability,max_span,permute_all",
     [(1 / 6, 5, False), (0.5, 1, False), (1.0, 3, False), (0.05, 2, False), (0.3, 8, False), (1 / 6, 5, True)],
 )
-def test_plm_train_masks(lib, padding_idx, plm_probability, max_span, permute_all):
+def test_plm_train(lib, padding_idx, plm_probability, max_span, permute_all):
     contexts = ref_masking.plm_context_lengths(plm_probability, max_span)
     for case, (batch, length) in enumerate(MASK_SHAPES):
         dtype = [torch.int64, torch.int32, torch.int16, torch.int8][case % 4]
@@ -111,9 +195,8 @@ def test_plm_train_masks(lib, padding_idx, plm_probability, max_span, permute_al
         seed = SEEDS[case % len(SEEDS)]
         band_rows = [KERNEL_BAND_ROWS, 1, 5][case % 3]
         got = _plm_host(lib, ids, seed, padding_idx, max_span, contexts, permute_all, band_rows)
-        expected = ref_masking.plm_train_masks(ids, seed, padding_idx, max_span, contexts, permute_all)
-        for name, g, e in zip(("mask", "perm_mask", "target_mapping"), got, expected):
-            assert g.dtype == e.dtype and torch.equal(g, e), (name, batch, length, seed)
+        expected = ref_masking.plm_train(ids, seed, padding_idx, max_span, contexts, permute_all)
+        assert_same(got, expected, batch, length, seed)
 
 
 @pytest.mark.parametrize("permute_all", [True, False])
@@ -125,12 +208,11 @@ def test_plm_order_key_tie(lib, permute_all):
     ids = torch.arange(1, batch * length + 1).reshape(batch, length)
     contexts = ref_masking.plm_context_lengths(0.5, 5)
     got = _plm_host(lib, ids, seed, 0, 5, contexts, permute_all, KERNEL_BAND_ROWS)
-    expected = ref_masking.plm_train_masks(ids, seed, 0, 5, contexts, permute_all)
-    for g, e in zip(got, expected):
-        assert torch.equal(g, e)
+    expected = ref_masking.plm_train(ids, seed, 0, 5, contexts, permute_all)
+    assert_same(got, expected)
     if permute_all:  # both are targets, so the tie decides
         assert expected[0][row, first] and expected[0][row, second]
-        assert expected[1][row, first, second] == 1 and expected[1][row, second, first] == 0
+        assert expected[2][row, first, second] == 1 and expected[2][row, second, first] == 0
 
 
 def test_plm_item_zero_quirk(lib):
@@ -142,21 +224,21 @@ def test_plm_item_zero_quirk(lib):
     ids = torch.full((64, 12), 7, dtype=torch.int64)
     ids[:, 0], ids[:, 1] = 0, 5
     contexts = ref_masking.plm_context_lengths(0.05, 1)
-    mask, _, _ = _plm_host(lib, ids, 11, 7, 1, contexts, False, KERNEL_BAND_ROWS)
-    expected = ref_masking.plm_train_masks(ids, 11, 7, 1, contexts, False)[0]
-    assert torch.equal(mask, expected)
+    mask = _plm_host(lib, ids, 11, 7, 1, contexts, False, KERNEL_BAND_ROWS)[0]
+    expected = ref_masking.plm_train(ids, 11, 7, 1, contexts, False)[0]
+    assert_same(mask, expected)
     assert (~expected.any(1)).sum() > 0
 
 
 @pytest.mark.parametrize("padding_idx", [0, 3])
-def test_plm_eval_perm_mask(lib, padding_idx):
+def test_plm_eval(lib, padding_idx):
     for case, (batch, length) in enumerate(MASK_SHAPES + [(0, 4)]):  # the reference fails on L = 0
         dtype = [torch.int64, torch.int32, torch.uint8][case % 3]
         ids = item_ids(batch, length, padding_idx, dtype, 200 + case)
         for band_rows in (KERNEL_BAND_ROWS, 3):
             host = torch.empty(batch, length, length, dtype=torch.int64)
             lib.host_plm_eval_perm_mask(_ptr(ids), ITEM_TYPES[dtype], batch, length, padding_idx, band_rows, _ptr(host))
-            assert torch.equal(host, ref_masking.plm_eval_perm_mask(ids, padding_idx)), (batch, length)
+            assert_same(host, ref_masking.plm_eval(ids, padding_idx)[2], batch, length)
 
 
 def test_gumbel_noise(lib):

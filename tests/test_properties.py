@@ -6,18 +6,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastmask
-from fastmask import ops
+from fastmask import _backend, ops
 from fastmask.reference import masking as rules
 from fastmask.reference import philox, ranking, sampling
 
-KERNEL_BACKENDS = [name for name in ("cpp", "triton") if name in fastmask.backends()]
+from helpers import assert_same, seed_tensor
+
+KERNEL_BACKENDS = [name for name in ("cpp", "triton") if _backend.functions(name, "cpu") is not None]
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 pytestmark = pytest.mark.skipif(not KERNEL_BACKENDS, reason="no kernel backend built here")
-
-
-def _seed_tensor(seed: int) -> torch.Tensor:
-    return torch.tensor([seed - 2**64 if seed >= 2**63 else seed], dtype=torch.int64)
 
 
 @st.composite
@@ -56,10 +54,9 @@ def test_mlm_mask_parity(backend, batch, seed, p):
     ids, padding_idx = batch
     threshold = philox.bernoulli_threshold(p)
     with fastmask.use_backend(backend):
-        got = ops.mlm_mask(ids, _seed_tensor(seed), padding_idx, threshold)
-    want = rules.mlm_mask(ids, seed, padding_idx, threshold)
-    assert torch.equal(got, want)
-    _assert_mlm_rules(got, ids, padding_idx)
+        got = ops.mlm_train(ids, seed_tensor(seed), padding_idx, threshold)
+    assert_same(got, rules.mlm_train(ids, seed, padding_idx, threshold))
+    _assert_mlm_rules(got[0], ids, padding_idx)
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
@@ -72,11 +69,9 @@ def test_plm_train_parity(backend, batch, seed, max_span, prob, permute_all):
     ids, padding_idx = batch
     contexts = rules.plm_context_lengths(prob, max_span)
     with fastmask.use_backend(backend):
-        got = ops.plm_train_masks(ids, _seed_tensor(seed), padding_idx, max_span, contexts, permute_all)
-    want = rules.plm_train_masks(ids, seed, padding_idx, max_span, contexts, permute_all)
-    for g, w in zip(got, want):
-        assert g.dtype == w.dtype and torch.equal(g, w)
-    mask, perm = got[0], got[1].bool()
+        got = ops.plm_train(ids, seed_tensor(seed), padding_idx, max_span, contexts, permute_all)
+    assert_same(got, rules.plm_train(ids, seed, padding_idx, max_span, contexts, permute_all))
+    mask, perm = got[0], got[2].bool()
     assert not (mask & (ids == padding_idx)).any()
     assert not (perm & ~mask[:, None, :]).any()
 
@@ -87,8 +82,8 @@ def test_plm_train_parity(backend, batch, seed, max_span, prob, permute_all):
 def test_plm_eval_parity(backend, batch):
     ids, padding_idx = batch
     with fastmask.use_backend(backend):
-        got = ops.plm_eval_perm_mask(ids, padding_idx)
-    assert torch.equal(got, rules.plm_eval_perm_mask(ids, padding_idx))
+        got = ops.plm_eval(ids, padding_idx)
+    assert_same(got, rules.plm_eval(ids, padding_idx))
 
 
 @st.composite
@@ -111,8 +106,8 @@ def logit_rows(draw):
 @given(logits=logit_rows(), seed=seeds)
 def test_gumbel_parity(backend, logits, seed):
     with fastmask.use_backend(backend):
-        got = ops.gumbel_argmax(logits, _seed_tensor(seed))
-    assert torch.equal(got, sampling.gumbel_argmax(logits, seed))
+        got = ops.gumbel_argmax(logits, seed_tensor(seed))
+    assert_same(got, sampling.gumbel_argmax(logits, seed))
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
@@ -125,4 +120,4 @@ def test_target_ranks_parity(backend, scores, data):
     )
     with fastmask.use_backend(backend):
         got = ops.target_ranks(scores, items)
-    assert torch.equal(got, ranking.target_ranks(scores, items))
+    assert_same(got, ranking.target_ranks(scores, items))

@@ -1,7 +1,6 @@
 """fastmask.ranking_metric: the fast top-k path against the sorting reference, bit for bit; hand-made
 cases; torchmetrics behaviour; validation; and proof that the fast path neither sorts nor builds an
 (N, V) float tensor."""
-import importlib
 import re
 import weakref
 
@@ -12,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import fastmask
-from fastmask import ops
+from fastmask import _backend, ops
 from fastmask import ranking_metric as rm
 from fastmask.reference import ranking as rules
 
@@ -68,15 +67,7 @@ DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
 
 def _backends_with_target_ranks():
-    names = []
-    for name in fastmask.backends():
-        if name == "reference":
-            names.append(name)
-        elif name in ("cpp", "cuda") and hasattr(torch.ops.fastmask_C, "target_ranks"):
-            names.append(name)
-        elif name == "triton" and hasattr(importlib.import_module("fastmask.triton_kernels"), "target_ranks"):
-            names.append(name)
-    return names
+    return ["reference"] + [name for name in ("cpp", "triton") if _backend.functions(name, "cpu") is not None]
 
 
 # --- fast path == reference, bit for bit -----------------------------------------------------
@@ -679,7 +670,7 @@ class _Recorder(TorchDispatchMode):
 def _record(monkeypatch, metric, preds, target):
     recorder = _Recorder()
 
-    def ranks_without_recording(scores, items, check_items=True):
+    def ranks_without_recording(scores, items):
         recorder.paused = True
         try:
             return counting_ranks(scores, items)

@@ -1,12 +1,11 @@
-"""The reference rules: Philox known answers, the counter layout, and agreement with T4Rec's loops."""
+"""The reference rules, checked by hand: Philox known answers, the counter layout, small rows worked
+out from the rules' statements, and invariants."""
 import numpy as np
 import pytest
 import torch
 
 from fastmask.reference import masking as rules
 from fastmask.reference import philox, ranking, sampling
-
-from t4rec_rules import mlm_loop, plm_loop
 
 
 @pytest.mark.parametrize(
@@ -39,91 +38,182 @@ def test_integer_decisions():
     assert int(philox.uniform_below(0, 7)) == 0
 
 
-def _ids(rows, length, padding_idx=0, dtype=torch.int64):
-    """Rows given as lists of (position, item); everything else is padding."""
-    out = torch.full((len(rows), length), padding_idx, dtype=dtype)
-    for i, row in enumerate(rows):
-        for t, item in row:
-            out[i, t] = item
-    return out
+def _word(seed, stream, row, element=0):
+    return int(philox.draws(seed, stream, row, element))
 
 
-def _batches():
-    gen = torch.Generator().manual_seed(3)
-    yield "right-padded", torch.tensor([[5, 3, 2, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7], [9, 0, 0, 0, 0, 0, 0]]), 0
-    yield "padding everywhere", (torch.randint(0, 4, (6, 13), generator=gen)), 0
-    yield "padding_idx 3", torch.randint(0, 6, (5, 11), generator=gen), 3
-    yield "all padding row", torch.tensor([[0, 0, 0, 0], [4, 0, 2, 0]]), 0
-    yield "L=1", torch.tensor([[4], [0], [2]]), 0
-    yield "long rows", torch.randint(1, 50, (4, 40), generator=gen), 0
-    yield "int32", torch.randint(0, 9, (4, 9), generator=gen, dtype=torch.int32), 0
+def _kth(flags, k):
+    """Column of the k-th (0-based) True of a row of flags."""
+    return [t for t, flag in enumerate(flags) if flag][k]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2**63 + 5])
-@pytest.mark.parametrize("p", [0.15, 0.5, 1.0])
-def test_mlm_reference_matches_t4rec_loop(seed, p):
-    for name, ids, pad in _batches():
-        threshold = philox.bernoulli_threshold(p)
-        assert torch.equal(rules.mlm_mask(ids, seed, pad, threshold), mlm_loop(ids, seed, pad, threshold)), name
+# -- MLM: hand-checked rows --------------------------------------------------------------------------
+# The rule (README, "Randomness contract"): Bernoulli(p) over the items; then one uniformly chosen item
+# becomes a target; then a row whose items are all targets drops one uniformly chosen target.
+def test_mlm_probability_zero_leaves_only_the_forced_target():
+    ids = torch.tensor([[4, 8, 0, 15, 16, 0], [23, 42, 7, 1, 2, 3]])
+    for seed in range(20):
+        schema, targets = rules.mlm_train(ids, seed, 0, 0)
+        for row in range(2):
+            items = (ids[row] != 0).tolist()
+            forced = _kth(items, int(philox.uniform_below(_word(seed, philox.STREAM_MLM_FORCE, row), sum(items))))
+            assert schema[row].nonzero().flatten().tolist() == [forced]
+        assert torch.equal(targets, torch.where(schema, ids, 0)) and targets.dtype == ids.dtype
 
 
-@pytest.mark.parametrize("seed", [0, 11, 2**64 - 1])
-@pytest.mark.parametrize("max_span, prob", [(5, 1 / 6), (1, 0.5), (3, 1.0), (6, 0.3)])
-@pytest.mark.parametrize("permute_all", [False, True])
-def test_plm_reference_matches_t4rec_loop(seed, max_span, prob, permute_all):
-    contexts = rules.plm_context_lengths(prob, max_span)
-    for name, ids, pad in _batches():
-        got = rules.plm_train_masks(ids, seed, pad, max_span, contexts, permute_all)
-        want = plm_loop(ids, seed, pad, max_span, prob, permute_all)
-        for g, w in zip(got, want):
-            assert torch.equal(g, w.to(g.dtype)), name
-        assert got[0].dtype == torch.bool and got[1].dtype == got[2].dtype == torch.float32
+def test_mlm_probability_one_drops_one_target():
+    ids = torch.tensor([[4, 8, 0, 15, 16, 0], [0, 0, 9, 0, 0, 0]])
+    for seed in range(20):
+        schema, _ = rules.mlm_train(ids, seed, 0, 2**32)
+        dropped = _kth((ids[0] != 0).tolist(), int(philox.uniform_below(_word(seed, philox.STREAM_MLM_UNMASK, 0), 4)))
+        assert schema[0].tolist() == [t in (0, 1, 3, 4) and t != dropped for t in range(6)]
+        assert not schema[1].any()  # one item: forced, then dropped (T4Rec's quirk)
+
+
+def test_mlm_bernoulli_is_draw_below_the_threshold():
+    ids = torch.arange(1, 17)[None, :]
+    seed = 2024
+    words = philox.draws(seed, philox.STREAM_MLM_BERNOULLI, 0, range(16)).tolist()
+    forced = int(philox.uniform_below(_word(seed, philox.STREAM_MLM_FORCE, 0), 16))
+    for t, threshold in enumerate(words):
+        schema = rules.mlm_train(ids, seed, 0, threshold)[0][0].tolist()
+        selected = [word < threshold or s == forced for s, word in enumerate(words)]
+        if all(selected):
+            continue  # then one target is dropped: checked above
+        assert schema == selected, t  # strict: the draw equal to the threshold is no target
+        assert not schema[t] or t == forced
+
+
+def test_mlm_targets_stay_on_items():
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 5, (300, 9), generator=gen)
+    schema, targets = rules.mlm_train(ids, 7, 0, philox.bernoulli_threshold(0.5))
+    count = (ids != 0).sum(1)
+    assert not (schema & (ids == 0)).any()
+    assert ((schema.sum(1) >= 1) | (count <= 1)).all() and ((schema.sum(1) < count) | (count == 0)).all()
+
+
+# -- PLM: hand-checked rows --------------------------------------------------------------------------
+# The span walk (reference masking.plm_train's docstring): span = 1 + uniform_below(draw 2k, max_span),
+# start = cur + uniform_below(draw 2k + 1, context - span + 1), context = int(span / plm_probability).
+def test_plm_contexts_of_probability_one_tile_the_row_from_its_start():
+    # Context = span, so every span starts where the last ended: the first n positions are masked,
+    # spans run past n into padding and count for the drop step.
+    ids = torch.tensor([[3, 4, 5, 6, 7, 0, 0, 0]])
+    for seed in range(40):
+        ends, cur, k = [], 0, 0
+        while cur < 5:
+            cur += 1 + int(philox.uniform_below(_word(seed, philox.STREAM_PLM_SPAN, 0, 2 * k), 3))
+            ends.append(cur)
+            k += 1
+        masked = min(ends[-1], 8)  # positions 0 .. masked - 1, padding included
+        schema, targets, perm, mapping = rules.plm_train(ids, seed, 0, 3, rules.plm_context_lengths(1.0, 3), False)
+        if masked == 5:  # every item a target: one is dropped
+            dropped = int(philox.uniform_below(_word(seed, philox.STREAM_PLM_UNMASK, 0), 5))
+            assert schema[0].tolist() == [t < 5 and t != dropped for t in range(8)]
+        else:
+            assert schema[0].tolist() == [t < 5 for t in range(8)]
+        assert torch.equal(targets, torch.where(schema, ids, 0))
+        assert torch.equal(mapping[0], torch.eye(8))
+
+
+def test_plm_permute_all_targets_every_item_but_one_and_maps_nothing():
+    ids = torch.tensor([[3, 0, 5, 6], [0, 0, 0, 9]])
+    for seed in range(10):
+        schema, _, _, mapping = rules.plm_train(ids, seed, 0, 2, rules.plm_context_lengths(0.5, 2), True)
+        dropped = _kth([True, False, True, True], int(philox.uniform_below(_word(seed, philox.STREAM_PLM_UNMASK, 0), 3)))
+        assert schema[0].tolist() == [t in (0, 2, 3) and t != dropped for t in range(4)]
+        assert not schema[1].any()  # one item: masked, then dropped
+        assert not mapping.any()  # T4Rec leaves target_mapping all zero with permute_all
 
 
 def test_plm_force_writes_the_item_id_into_the_bool_mask():
     # A row whose walk masks nothing gets one forced position set to `item != 0`: with padding_idx=9
     # an item id 0 leaves the row without a target, as the reference's bool assignment does.
-    ids = torch.tensor([[0, 0, 0, 9, 9, 9]])
-    contexts = rules.plm_context_lengths(1 / 1000, 1)  # the single span starts far beyond the row
-    for seed in range(20):
-        mask, _, _ = rules.plm_train_masks(ids, seed, 9, 1, contexts, False)
-        assert not mask.any()
+    ids = torch.tensor([[0, 0, 0, 9, 9, 9], [5, 7, 0, 9, 9, 9]])
+    contexts = rules.plm_context_lengths(1 / 1000, 1)  # one span of 1 in a context of 1000: rarely in the row
+    forced_zero = 0
+    for seed in range(40):
+        schema = rules.plm_train(ids, seed, 9, 1, contexts, False)[0]
+        for row in range(2):
+            start = int(philox.uniform_below(_word(seed, philox.STREAM_PLM_SPAN, row, 1), 1000))
+            if start >= 3:  # the walk masked nothing
+                start = int(philox.uniform_below(_word(seed, philox.STREAM_PLM_FORCE, row), 3))
+                forced_zero += int(ids[row, start] == 0)
+                expected = [t == start and ids[row, t].item() != 0 for t in range(6)]
+            else:
+                expected = [t == start for t in range(6)]
+            assert schema[row].tolist() == expected, (seed, row)
+    assert forced_zero > 0
+
+
+def test_plm_perm_mask_follows_the_factorisation_order():
+    gen = torch.Generator().manual_seed(4)
+    ids = torch.randint(0, 6, (6, 11), generator=gen)
+    seed = 77
+    schema, _, perm, _ = rules.plm_train(ids, seed, 0, 3, rules.plm_context_lengths(0.4, 3), False)
+    assert perm.dtype == torch.float32
+    for row in range(6):
+        keys = philox.draws(seed, philox.STREAM_PLM_PERM, row, range(11)).tolist()
+        order = {t: (keys[t], t) for t in range(11)}
+        for q in range(11):
+            for k in range(11):
+                target_q, target_k = bool(schema[row, q]), bool(schema[row, k])
+                # q may not see k: k is a target that q is not, or that does not precede q in the order.
+                hidden = target_k and (not target_q or not order[k] < order[q])
+                assert perm[row, q, k] == float(hidden), (row, q, k)
 
 
 def test_plm_span_lengths_are_uniform_in_range():
-    spans = []
-    ids = torch.randint(1, 9, (64, 60), generator=torch.Generator().manual_seed(0))
-    plm_loop(ids, 123, 0, 5, 1 / 6, False, spans=spans)
-    counts = np.bincount(spans, minlength=6)
-    assert counts[0] == 0 and set(spans) == {1, 2, 3, 4, 5}
-    assert np.all(np.abs(counts[1:] / len(spans) - 0.2) < 0.05)
+    # Low probability: spans are far apart, so each run of targets is one span (rarely merged, and cut
+    # only at the end of a long row).
+    ids = torch.randint(1, 9, (200, 600), generator=torch.Generator().manual_seed(0))
+    schema = rules.plm_train(ids, 123, 0, 5, rules.plm_context_lengths(0.1, 5), False)[0]
+    runs = []
+    for row in schema.tolist():
+        length = 0
+        for masked in row + [False]:
+            if masked:
+                length += 1
+            elif length:
+                runs.append(length)
+                length = 0
+    counts = np.bincount(runs, minlength=7)
+    assert counts[6:].sum() < 0.01 * len(runs)
+    assert np.all(np.abs(counts[1:6] / len(runs) - 0.2) < 0.03), counts
 
 
+# -- rules without randomness ------------------------------------------------------------------------
 def test_eval_rules_by_hand():
     ids = torch.tensor([[5, 3, 2, 0], [1, 2, 3, 4], [0, 0, 0, 0]])
     schema, targets = rules.last_item_targets(ids, 0)
     assert targets.tolist() == [[0, 0, 2, 0], [0, 0, 0, 4], [0, 0, 0, 0]]
-    schema, targets = rules.predict_all(ids, 0)
+    schema, targets = rules.next_item_targets(ids, 0)
     assert targets.tolist() == [[3, 2, 0, 0], [2, 3, 4, 0], [0, 0, 0, 0]]
     assert schema.tolist() == [[True, True, False, False], [True, True, True, False], [False] * 4]
     schema, targets = rules.mlm_inference_targets(ids, 0)
     assert targets.tolist() == [[0, 0, 0, 2, 0], [0, 0, 0, 0, 4], [0, 0, 0, 0, 0]]
-    perm = rules.plm_eval_perm_mask(ids, 0)
-    assert perm.dtype == torch.int64
+    schema, targets, perm, identity = rules.plm_eval(ids, 0)
+    assert perm.dtype == torch.int64 and torch.equal(identity, torch.eye(4))
+    assert targets.tolist() == [[0, 0, 2, 0], [0, 0, 0, 4], [0, 0, 0, 0]]
     assert perm[0].tolist() == [[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 0]]
     assert perm[2].tolist() == [[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 1]]  # n - 1 = -1 wraps
     assert torch.equal(rules.causal_perm_mask(3, 4, "cpu")[1], torch.ones(4, 4, dtype=torch.int64).triu(1))
 
 
+def test_last_item_rules_count_items_not_positions():
+    # n - 1 is a count, not the last item's position: with left padding the target is padding (none).
+    ids = torch.tensor([[0, 0, 6, 7], [0, 6, 7, 0]])
+    assert rules.last_item_targets(ids, 0)[1].tolist() == [[0, 0, 0, 0], [0, 6, 0, 0]]
+    assert rules.mlm_inference_targets(ids, 0)[1].tolist() == [[0, 0, 0, 0, 0], [0, 0, 6, 0, 0]]
+
+
 def test_clm_rules_by_hand():
     ids = torch.tensor([[5, 3, 2, 0], [1, 2, 3, 4]])
-    schema, targets = rules.clm_targets(ids, 0, training=False, testing=True, last_item_only=True)
+    schema, targets = rules.clm_last_item_targets(ids, 0)
     assert targets.tolist() == [[0, 2, 0, 0], [0, 0, 4, 0]]
     assert schema.tolist() == (ids != 0).tolist()
-    schema, targets = rules.clm_targets(ids, 0, training=True, testing=False, last_item_only=False)
-    assert targets.tolist() == [[3, 2, 0, 0], [2, 3, 4, 0]]
-    schema, targets = rules.clm_targets(ids, 0, training=False, testing=False, last_item_only=True)
-    assert targets is ids and schema.tolist() == (ids != 0).tolist()
+    assert rules.clm_last_item_targets(torch.tensor([[0, 0, 0]]), 0)[1].tolist() == [[0, 0, 0]]
 
 
 def test_gumbel_noise_is_the_float64_formula_rounded_once():

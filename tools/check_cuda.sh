@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Compile check of fastmask's CUDA backend with this machine's nvcc; no GPU needed.
 #   1. every csrc/cuda/*.cu for sm_80 and sm_90, with the extension's flags, warnings as errors;
-#   2. csrc/cuda/bindings.cpp against torch's headers (syntax and types only; needs an importable
-#      torch, else this step is reported as skipped).
+#   2. csrc/cuda/bindings.cpp and csrc/module.cpp as the CUDA build compiles them, against torch's
+#      headers (syntax and types only; needs an importable torch, else this step is reported as skipped).
 # Exits non-zero on any failure; skips with exit 0 only when nvcc is absent.
 # Environment: NVCC (default nvcc), CXX (default g++), PYTHON (default .venv/bin/python, else python3).
 set -euo pipefail
@@ -56,19 +56,21 @@ EOF
   mkdir -p "$stub"
   printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' > "$stub/cuda_cmake_macros.h"
   cxx=${CXX:-g++}
-  # shellcheck disable=SC2086  # $includes is a list of flags
-  command=("$cxx" -std=c++17 -fsyntax-only -Wall -Wextra -Werror -DTORCH_EXTENSION_NAME=_C
-           -DTORCH_API_INCLUDE_EXTENSION_H -DFASTMASK_WITH_CUDA=1 $includes -idirafter "$work/stub"
-           -isystem "$cuda_include" -Icsrc csrc/cuda/bindings.cpp)
-  echo "+ ${command[*]}"
-  if "${command[@]}"; then
-    echo "check_cuda: ok csrc/cuda/bindings.cpp (syntax)"
-  else
-    echo "check_cuda: FAILED csrc/cuda/bindings.cpp"
-    status=1
-  fi
+  for source in csrc/cuda/bindings.cpp csrc/module.cpp; do
+    # shellcheck disable=SC2086  # $includes is a list of flags
+    command=("$cxx" -std=c++17 -fsyntax-only -Wall -Wextra -Werror -DTORCH_EXTENSION_NAME=_C
+             -DTORCH_API_INCLUDE_EXTENSION_H -DFASTMASK_WITH_CUDA=1 $includes -idirafter "$work/stub"
+             -isystem "$cuda_include" -Icsrc "$source")
+    echo "+ ${command[*]}"
+    if "${command[@]}"; then
+      echo "check_cuda: ok $source (syntax)"
+    else
+      echo "check_cuda: FAILED $source"
+      status=1
+    fi
+  done
 else
-  echo "check_cuda: SKIPPED csrc/cuda/bindings.cpp: torch is not importable by $python"
+  echo "check_cuda: SKIPPED csrc/cuda/bindings.cpp, csrc/module.cpp: torch is not importable by $python"
 fi
 
 if [ "$status" -ne 0 ]; then

@@ -1,10 +1,14 @@
-"""Triton MLM and PLM masking: bit-identical to ``fastmask.reference.masking``.
+"""Triton masking kernels: bit-identical to ``fastmask.reference.masking``.
 
-* ``mlm_mask``: one program per row (Bernoulli draws, force one target, drop one if all are).
-* ``plm_train_masks``: kernel 1, one program per row, walks the spans and writes the (B, L) target
-  mask plus each position's factorisation key (-1 for non-targets); kernel 2, one program per
-  (row, query tile), compares keys and writes each perm_mask and target_mapping element once.
-* ``plm_eval_perm_mask``: one program per (row, query tile).
+Each launcher has the signature of the op of the same name in ``fastmask.ops``, which checks the
+arguments first. One launch per op, except PLM training (two):
+
+* ``mlm_train`` and the targets without randomness: one program per row writes its schema and targets.
+* ``plm_train``: one program per row walks the spans and writes the schema, the targets and each
+  position's factorisation key (-1 for non-targets); then programs over (row, chunk of the row's
+  flattened L x L square) write perm_mask and target_mapping, each element once, in contiguous chunks.
+* ``plm_eval``: programs over (row, chunk of the square) write the perm_mask; each row's first
+  program also writes its schema and targets, and row 0's programs the identity.
 """
 from __future__ import annotations
 
@@ -29,11 +33,12 @@ from .philox import (
     uniform_below,
 )
 
-# A perm_mask tile holds at most this many elements; key tiles are at most KEY_TILE columns wide.
-TILE_ELEMENTS = 4096
-KEY_TILE = 256
-# One program holds a whole row of the target mask.
+# One program holds a whole row of the one-program-per-row kernels.
 MAX_ROW_LENGTH = 1 << 20
+# Elements of a chunk of an L x L square per loop step of the square writers.
+SQUARE_BLOCK = 2048
+# Rules of _row_targets_kernel.
+NEXT_ITEM, LAST_ITEM, CLM_LAST_ITEM, MLM_INFERENCE = 0, 1, 2, 3
 
 
 @triton.jit
@@ -53,7 +58,22 @@ def _load_row(ids_ptr, row, length, padding_idx, BLOCK_L: tl.constexpr):
 
 
 @triton.jit
-def _mlm_mask_kernel(ids_ptr, seed_ptr, out_ptr, length, padding_idx, threshold, BLOCK_L: tl.constexpr):
+def _last_item_index(count, length):
+    """Index of item n - 1, wrapped like a Python index (n = 0 gives L - 1)."""
+    return tl.where(count > 0, count - 1, length - 1)
+
+
+@triton.jit
+def _store_row(schema_ptr, targets_ptr, row, width, positions, in_row, mask, ids, padding_idx):
+    """The row's schema and its targets: the item where masked, padding elsewhere."""
+    tl.store(schema_ptr + row * width + positions, mask, mask=in_row)
+    tl.store(targets_ptr + row * width + positions, tl.where(mask, ids, padding_idx), mask=in_row)
+
+
+@triton.jit
+def _mlm_train_kernel(
+    ids_ptr, seed_ptr, schema_ptr, targets_ptr, length, padding_idx, threshold, BLOCK_L: tl.constexpr
+):
     row = tl.program_id(0).to(tl.int64)
     seed = tl.load(seed_ptr)
     positions, in_row, ids, nonpad, count = _load_row(ids_ptr, row, length, padding_idx, BLOCK_L)
@@ -67,15 +87,44 @@ def _mlm_mask_kernel(ids_ptr, seed_ptr, out_ptr, length, padding_idx, threshold,
     full = (count > 0) & (tl.sum(mask.to(tl.int32), axis=0) == count)
     dropped = _kth_true(mask, uniform_below(draw(seed, STREAM_MLM_UNMASK, row, 0), count), positions, BLOCK_L)
     mask = mask & ~(full & (positions == dropped))
-    tl.store(out_ptr + row * length + positions, mask, mask=in_row)
+    _store_row(schema_ptr, targets_ptr, row, length, positions, in_row, mask, ids, padding_idx)
+
+
+@triton.jit
+def _row_targets_kernel(
+    ids_ptr, schema_ptr, targets_ptr, length, padding_idx, RULE: tl.constexpr, BLOCK_L: tl.constexpr
+):
+    """Schema and targets of one row under a rule without randomness (``fastmask.reference.masking``)."""
+    row = tl.program_id(0).to(tl.int64)
+    positions, in_row, ids, nonpad, count = _load_row(ids_ptr, row, length, padding_idx, BLOCK_L)
+    following = positions + 1 < length
+    next_ids = tl.load(ids_ptr + row * length + positions + 1, mask=following, other=0)
+    if RULE == 0:  # NEXT_ITEM: every next item, a literal 0 after the last column
+        _store_row(schema_ptr, targets_ptr, row, length, positions, in_row, next_ids != padding_idx, next_ids,
+                   padding_idx)
+    elif RULE == 1:  # LAST_ITEM: only item n - 1
+        target = positions == _last_item_index(count, length)
+        _store_row(schema_ptr, targets_ptr, row, length, positions, in_row, target & (ids != padding_idx), ids,
+                   padding_idx)
+    elif RULE == 2:  # CLM_LAST_ITEM: the next item at m - 1 (m next items), zeros elsewhere
+        next_count = tl.sum(((next_ids != padding_idx) & in_row).to(tl.int32), axis=0)
+        target = positions == _last_item_index(next_count, length)
+        tl.store(schema_ptr + row * length + positions, nonpad, mask=in_row)
+        tl.store(targets_ptr + row * length + positions, tl.where(target, next_ids, 0), mask=in_row)
+    else:  # MLM_INFERENCE: L + 1 slots, item n - 1 in slot n
+        width = length + 1
+        copied = tl.load(ids_ptr + row * length + _last_item_index(count, length), mask=length > 0, other=padding_idx)
+        slot = (positions == count) & (copied != padding_idx)
+        _store_row(schema_ptr, targets_ptr, row, width, positions, positions < width, slot, tl.zeros_like(ids) + copied,
+                   padding_idx)
 
 
 @triton.jit
 def _plm_target_mask_kernel(
-    ids_ptr, seed_ptr, context_ptr, out_ptr, order_ptr, length, padding_idx, max_span_length,
+    ids_ptr, seed_ptr, context_ptr, schema_ptr, targets_ptr, order_ptr, length, padding_idx, max_span_length,
     PERMUTE_ALL: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    """Target mask of one row, and its factorisation keys for the perm kernel (-1: not a target)."""
+    """Schema and targets of one row, and its factorisation keys for the perm kernel (-1: not a target)."""
     row = tl.program_id(0).to(tl.int64)
     seed = tl.load(seed_ptr)
     positions, in_row, ids, nonpad, count = _load_row(ids_ptr, row, length, padding_idx, BLOCK_L)
@@ -107,16 +156,27 @@ def _plm_target_mask_kernel(
     full = (masked == count) & (masked > 0)
     dropped = _kth_true(mask, uniform_below(draw(seed, STREAM_PLM_UNMASK, row, 0), masked), positions, BLOCK_L)
     mask = mask & ~(full & (positions == dropped)) & nonpad
-    tl.store(out_ptr + row * length + positions, mask, mask=in_row)
+    _store_row(schema_ptr, targets_ptr, row, length, positions, in_row, mask, ids, padding_idx)
     # Factorisation order of the targets: by (key, position), packed into one non-negative int64.
     keys = block_draws(seed, STREAM_PLM_PERM, row, 0, BLOCK_L).to(tl.int64)
     tl.store(order_ptr + row * length + positions, tl.where(mask, (keys << 31) | positions, -1), mask=in_row)
 
 
 @triton.jit
+def _square_chunks(square, WIDE: tl.constexpr, BLOCK: tl.constexpr):
+    """(first, step) of this program's chunks of a row's flattened square: chunk c, c + n, ..."""
+    first = tl.program_id(1) * BLOCK
+    step = tl.num_programs(1) * BLOCK
+    if WIDE:  # squares of 2^31 elements or more need 64-bit offsets
+        first = first.to(tl.int64)
+        step = step.to(tl.int64)
+    return first, step
+
+
+@triton.jit
 def _plm_perm_kernel(
-    order_ptr, perm_ptr, mapping_ptr, length,
-    PERMUTE_ALL: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+    order_ptr, perm_ptr, mapping_ptr, length, square,
+    PERMUTE_ALL: tl.constexpr, WIDE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """perm_mask[b, q, k] = target(k) & (!target(q) | !(k precedes q)).
 
@@ -124,53 +184,54 @@ def _plm_perm_kernel(
     order[k] >= max(order[q], 0): one comparison per element.
     """
     row = tl.program_id(0).to(tl.int64)
-    first_query = tl.program_id(1).to(tl.int64) * BLOCK_Q
-    local_queries = tl.arange(0, BLOCK_Q)
-    query_in = first_query + local_queries < length
-    query_order = tl.load(order_ptr + row * length + first_query + local_queries, mask=query_in, other=0)
-    threshold = tl.maximum(query_order, 0)
-    # 64-bit base of the tile; offsets inside it are 32-bit.
-    tile_offset = (row * length + first_query) * length
-    for first_key in range(0, length, BLOCK_K):
-        keys = first_key + tl.arange(0, BLOCK_K)
-        key_in = keys < length
-        key_order = tl.load(order_ptr + row * length + keys, mask=key_in, other=-1)
-        hidden = key_order[None, :] >= threshold[:, None]
-        offsets = local_queries[:, None] * length + keys[None, :]
-        inside = query_in[:, None] & key_in[None, :]
-        tl.store(perm_ptr + tile_offset + offsets, hidden.to(tl.float32), mask=inside)
+    orders = order_ptr + row * length
+    first, step = _square_chunks(square, WIDE, BLOCK)
+    for chunk in range(first, square, step):
+        flat = chunk + tl.arange(0, BLOCK)
+        inside = flat < square
+        query = flat // length
+        key = flat - query * length
+        query_order = tl.load(orders + query, mask=inside, other=0)
+        key_order = tl.load(orders + key, mask=inside, other=-1)
+        hidden = key_order >= tl.maximum(query_order, 0)
+        tl.store(perm_ptr + row * square + flat, hidden.to(tl.float32), mask=inside)
         if PERMUTE_ALL:
-            mapping = tl.zeros([BLOCK_Q, BLOCK_K], dtype=tl.float32)
+            mapping = tl.zeros([BLOCK], dtype=tl.float32)
         else:
-            mapping = ((first_query + local_queries)[:, None] == keys[None, :]).to(tl.float32)
-        tl.store(mapping_ptr + tile_offset + offsets, mapping, mask=inside)
+            mapping = (query == key).to(tl.float32)
+        tl.store(mapping_ptr + row * square + flat, mapping, mask=inside)
 
 
 @triton.jit
-def _plm_eval_perm_kernel(ids_ptr, out_ptr, length, padding_idx, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Causal mask that also hides position (n - 1) mod L from every query."""
+def _plm_eval_kernel(
+    ids_ptr, schema_ptr, targets_ptr, perm_ptr, identity_ptr, length, square, padding_idx,
+    WIDE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    """Causal perm_mask that also hides item n - 1 from every query."""
     row = tl.program_id(0).to(tl.int64)
-    first_query = tl.program_id(1).to(tl.int64) * BLOCK_Q
     count = tl.zeros([], dtype=tl.int64)
-    for first_key in range(0, length, BLOCK_K):
-        keys = first_key + tl.arange(0, BLOCK_K)
-        ids = tl.load(ids_ptr + row * length + keys, mask=keys < length, other=0)
-        count += tl.sum(((ids != padding_idx) & (keys < length)).to(tl.int64), axis=0)
-    last = (count + length - 1) % length
-    local_queries = tl.arange(0, BLOCK_Q)
-    queries = first_query + local_queries
-    query_in = queries < length
-    tile_offset = (row * length + first_query) * length
-    for first_key in range(0, length, BLOCK_K):
-        keys = first_key + tl.arange(0, BLOCK_K)
-        hidden = (keys[None, :] > queries[:, None]) | (keys[None, :] == last)
-        offsets = local_queries[:, None] * length + keys[None, :]
-        inside = query_in[:, None] & (keys < length)[None, :]
-        tl.store(out_ptr + tile_offset + offsets, hidden.to(tl.int64), mask=inside)
-
-
-def _check_item_ids(item_ids) -> None:
-    launch.check_tensor("item_ids", item_ids, 2, launch.INTEGER_DTYPES, "an integer tensor")
+    for first_item in range(0, length, BLOCK_L):
+        positions = first_item + tl.arange(0, BLOCK_L)
+        ids = tl.load(ids_ptr + row * length + positions, mask=positions < length, other=padding_idx)
+        count += tl.sum((ids != padding_idx).to(tl.int64), axis=0)
+    last = _last_item_index(count, length)
+    if tl.program_id(1) == 0:
+        for first_item in range(0, length, BLOCK_L):
+            positions = first_item + tl.arange(0, BLOCK_L)
+            in_row = positions < length
+            ids = tl.load(ids_ptr + row * length + positions, mask=in_row, other=padding_idx)
+            target = (positions == last) & (ids != padding_idx)
+            _store_row(schema_ptr, targets_ptr, row, length, positions, in_row, target, ids, padding_idx)
+    first, step = _square_chunks(square, WIDE, BLOCK)
+    for chunk in range(first, square, step):
+        flat = chunk + tl.arange(0, BLOCK)
+        inside = flat < square
+        query = flat // length
+        key = flat - query * length
+        hidden = (key > query) | (key == last)
+        tl.store(perm_ptr + row * square + flat, hidden.to(tl.int64), mask=inside)
+        if row == 0:
+            tl.store(identity_ptr + flat, (key == query).to(tl.float32), mask=inside)
 
 
 def _row_block(length: int) -> int:
@@ -180,30 +241,56 @@ def _row_block(length: int) -> int:
     return launch.block_size(length, MAX_ROW_LENGTH)
 
 
-def _square_tiles(length: int, block_q: int | None, block_k: int | None) -> tuple[int, int]:
-    """(BLOCK_Q, BLOCK_K) of a (query, key) tile: rows of up to KEY_TILE keys, TILE_ELEMENTS in all.
-
-    Explicit sizes (powers of two, at least 4) override the choice.
-    """
-    block_k = block_k or launch.block_size(length, KEY_TILE)
-    return block_q or launch.block_size(length, max(4, TILE_ELEMENTS // block_k)), block_k
+def _square_grid(batch: int, square: int) -> tuple[int, int]:
+    """Programs over (row, chunk of the row's square): every chunk its own program, up to the grid limit."""
+    return batch, max(1, min(triton.cdiv(square, SQUARE_BLOCK), launch.MAX_GRID_Y))
 
 
-def mlm_mask(item_ids: torch.Tensor, seed: torch.Tensor, padding_idx: int, threshold: int) -> torch.Tensor:
-    _check_item_ids(item_ids)
-    launch.check_seed(seed, item_ids.device)
-    launch.check_int("padding_idx", padding_idx, -(2**63), 2**63 - 1)
-    launch.check_int("threshold", threshold, 0, 2**32)
+def _schema_and_targets(item_ids: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    schema = torch.empty((item_ids.shape[0], width), dtype=torch.bool, device=item_ids.device)
+    return schema, torch.empty((item_ids.shape[0], width), dtype=item_ids.dtype, device=item_ids.device)
+
+
+def mlm_train(item_ids: torch.Tensor, seed: torch.Tensor, padding_idx: int, threshold: int):
     batch, length = item_ids.shape
-    out = torch.empty((batch, length), dtype=torch.bool, device=item_ids.device)
-    if out.numel() == 0:
-        return out
+    schema, targets = _schema_and_targets(item_ids, length)
+    if schema.numel() == 0:
+        return schema, targets
     block = _row_block(length)
-    _mlm_mask_kernel[(batch,)](
-        item_ids.contiguous(), seed, out, length, padding_idx, threshold,
+    _mlm_train_kernel[(batch,)](
+        item_ids.contiguous(), seed, schema, targets, length, padding_idx, threshold,
         BLOCK_L=block, num_warps=launch.num_warps(block),
     )
-    return out
+    return schema, targets
+
+
+def _row_targets(item_ids: torch.Tensor, padding_idx: int, rule: int, width: int):
+    batch, length = item_ids.shape
+    schema, targets = _schema_and_targets(item_ids, width)
+    if schema.numel() == 0:
+        return schema, targets
+    block = _row_block(width)
+    _row_targets_kernel[(batch,)](
+        item_ids.contiguous(), schema, targets, length, padding_idx,
+        RULE=rule, BLOCK_L=block, num_warps=launch.num_warps(block),
+    )
+    return schema, targets
+
+
+def next_item_targets(item_ids: torch.Tensor, padding_idx: int):
+    return _row_targets(item_ids, padding_idx, NEXT_ITEM, item_ids.shape[1])
+
+
+def last_item_targets(item_ids: torch.Tensor, padding_idx: int):
+    return _row_targets(item_ids, padding_idx, LAST_ITEM, item_ids.shape[1])
+
+
+def clm_last_item_targets(item_ids: torch.Tensor, padding_idx: int):
+    return _row_targets(item_ids, padding_idx, CLM_LAST_ITEM, item_ids.shape[1])
+
+
+def mlm_inference_targets(item_ids: torch.Tensor, padding_idx: int):
+    return _row_targets(item_ids, padding_idx, MLM_INFERENCE, item_ids.shape[1] + 1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -212,69 +299,47 @@ def _context_table(context_lengths: tuple[int, ...], device: torch.device) -> to
     return torch.tensor(context_lengths, dtype=torch.int64, device=device)
 
 
-def plm_train_masks(
+def plm_train(
     item_ids: torch.Tensor,
     seed: torch.Tensor,
     padding_idx: int,
     max_span_length: int,
     context_lengths,
     permute_all: bool,
-    *,
-    block_q: int | None = None,
-    block_k: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PLM training masks; ``block_q``/``block_k`` override the perm_mask tile."""
-    _check_item_ids(item_ids)
-    launch.check_seed(seed, item_ids.device)
-    launch.check_int("padding_idx", padding_idx, -(2**63), 2**63 - 1)
-    launch.check_int("max_span_length", max_span_length, 1, 2**31 - 1)
-    if not isinstance(permute_all, bool):
-        raise TypeError(f"permute_all must be a bool, got {type(permute_all).__name__}")
-    context_lengths = tuple(context_lengths)
-    if len(context_lengths) != max_span_length + 1:
-        raise ValueError(
-            f"context_lengths must have max_span_length + 1 = {max_span_length + 1} entries, got {len(context_lengths)}"
-        )
-    for span, context in enumerate(context_lengths):
-        launch.check_int(f"context_lengths[{span}]", context)
-        if span > 0 and not span <= context < 2**31:
-            raise ValueError(f"context_lengths[{span}] must be in [{span}, 2**31), got {context}")
-
+):
     batch, length = item_ids.shape
     device = item_ids.device
-    mask = torch.empty((batch, length), dtype=torch.bool, device=device)
+    schema, targets = _schema_and_targets(item_ids, length)
     perm_mask = torch.empty((batch, length, length), dtype=torch.float32, device=device)
     target_mapping = torch.empty_like(perm_mask)
-    if mask.numel() == 0:
-        return mask, perm_mask, target_mapping
+    if schema.numel() == 0:
+        return schema, targets, perm_mask, target_mapping
     order = torch.empty((batch, length), dtype=torch.int64, device=device)
     block = _row_block(length)
     _plm_target_mask_kernel[(batch,)](
-        item_ids.contiguous(), seed, _context_table(context_lengths, device), mask, order,
+        item_ids.contiguous(), seed, _context_table(tuple(context_lengths), device), schema, targets, order,
         length, padding_idx, max_span_length,
         PERMUTE_ALL=permute_all, BLOCK_L=block, num_warps=launch.num_warps(block),
     )
-    block_q, block_k = _square_tiles(length, block_q, block_k)
-    _plm_perm_kernel[(batch, triton.cdiv(length, block_q))](
-        order, perm_mask, target_mapping, length,
-        PERMUTE_ALL=permute_all, BLOCK_Q=block_q, BLOCK_K=block_k, num_warps=launch.num_warps(block_q * block_k),
+    square = length * length
+    _plm_perm_kernel[_square_grid(batch, square)](
+        order, perm_mask, target_mapping, length, square,
+        PERMUTE_ALL=permute_all, WIDE=square >= 2**31, BLOCK=SQUARE_BLOCK, num_warps=8,
     )
-    return mask, perm_mask, target_mapping
+    return schema, targets, perm_mask, target_mapping
 
 
-def plm_eval_perm_mask(
-    item_ids: torch.Tensor, padding_idx: int, *, block_q: int | None = None, block_k: int | None = None
-) -> torch.Tensor:
-    """Last-item PLM evaluation perm_mask; ``block_q``/``block_k`` override the tile."""
-    _check_item_ids(item_ids)
-    launch.check_int("padding_idx", padding_idx, -(2**63), 2**63 - 1)
+def plm_eval(item_ids: torch.Tensor, padding_idx: int):
     batch, length = item_ids.shape
-    out = torch.empty((batch, length, length), dtype=torch.int64, device=item_ids.device)
-    if out.numel() == 0:
-        return out
-    block_q, block_k = _square_tiles(length, block_q, block_k)
-    _plm_eval_perm_kernel[(batch, triton.cdiv(length, block_q))](
-        item_ids.contiguous(), out, length, padding_idx,
-        BLOCK_Q=block_q, BLOCK_K=block_k, num_warps=launch.num_warps(block_q * block_k),
+    device = item_ids.device
+    schema, targets = _schema_and_targets(item_ids, length)
+    perm_mask = torch.empty((batch, length, length), dtype=torch.int64, device=device)
+    identity = (torch.eye if batch == 0 else torch.empty)(length, length, dtype=torch.float32, device=device)
+    if schema.numel() == 0:
+        return schema, targets, perm_mask, identity
+    square = length * length
+    _plm_eval_kernel[_square_grid(batch, square)](
+        item_ids.contiguous(), schema, targets, perm_mask, identity, length, square, padding_idx,
+        WIDE=square >= 2**31, BLOCK=SQUARE_BLOCK, BLOCK_L=launch.block_size(length, 1024), num_warps=8,
     )
-    return out
+    return schema, targets, perm_mask, identity

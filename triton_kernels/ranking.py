@@ -92,12 +92,6 @@ def target_ranks(
 
     ``block``/``splits`` override the launch geometry.
     """
-    launch.check_tensor("scores", scores, 2, launch.FLOAT_DTYPES, "float32, float16, bfloat16 or float64")
-    launch.check_tensor("items", items, 2, (torch.int64,), "int64")
-    if items.shape[0] != scores.shape[0]:
-        raise ValueError(f"items must have one row per scores row ({scores.shape[0]}), got {items.shape[0]}")
-    if items.device != scores.device:
-        raise ValueError(f"items must be on the scores' device {scores.device}, got {items.device}")
     num_rows, num_columns = scores.shape
     num_items = items.shape[1]
     if num_rows == 0 or num_items == 0 or num_columns == 0:  # no column: every item is outside [0, V)

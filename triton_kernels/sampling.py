@@ -6,12 +6,17 @@ the answer; otherwise it writes its (value, index) partial and a one-program-per
 the partials in column order, so the result never depends on the split.
 
 The noise ``float32(-log(-log((w + 0.5) * 2**-32)))`` needs two float64 logs per element, so a
-block is skipped when it provably cannot win: ``g`` grows with the draw ``w`` and float32 addition
-is monotone, hence ``float32(max logit + g(max w))`` bounds every value in the block. The bound is
-tried first with the largest possible draw (no Philox needed), then with the block's largest draw.
+block computes them only when one of its columns can still win: ``g`` grows with the draw ``w`` and
+float32 addition is monotone, so ``logit + bound(w)`` bounds a column's value, with ``bound`` an upper
+bound of ``g`` over the draws sharing w's top 12 bits (a 4096-entry table computed once on the host,
+with a slack above any libm's error). A block whose largest logit cannot win even with the largest
+possible noise skips its Philox draws too.
 """
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -21,6 +26,19 @@ from .philox import STREAM_GUMBEL, block_draws
 
 BLOCK_CAP = 1024
 MAX_DRAW = tl.constexpr(0xFFFFFFFF)
+# The noise bound table is indexed by a draw's top 12 bits.
+BUCKET_SHIFT = tl.constexpr(20)
+# Above any float64 libm's error in the noise (faithful logs) once rounded to float32: |noise| < 32,
+# where a float32 ulp is at most 2^-19.
+NOISE_SLACK = 1e-5
+
+
+@functools.lru_cache(maxsize=None)
+def _noise_bounds(device: torch.device) -> torch.Tensor:
+    """float32 (4096,): an upper bound of the noise of every draw whose top 12 bits are the index."""
+    largest = (np.arange(4096, dtype=np.float64) * 2.0**20) + (2.0**20 - 1)
+    noise = (-np.log(-np.log((largest + 0.5) * 2.0**-32))).astype(np.float32)
+    return torch.from_numpy(noise + np.float32(NOISE_SLACK)).to(device)
 
 
 @triton.jit
@@ -47,7 +65,7 @@ def _first_argmax(values, indices, valid):
 
 @triton.jit
 def _gumbel_argmax_kernel(
-    logits_ptr, seed_ptr, out_ptr, values_ptr, num_columns, row_stride, split_columns,
+    logits_ptr, seed_ptr, bounds_ptr, out_ptr, values_ptr, num_columns, row_stride, split_columns,
     WRITE_PARTIAL: tl.constexpr, BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
@@ -71,8 +89,9 @@ def _gumbel_argmax_kernel(
             largest_logit = tl.max(tl.where(logits != logits, float("-inf"), logits), axis=0)
             if has_nan | (largest_logit + largest_noise > best_value):
                 words = block_draws(seed, STREAM_GUMBEL, row, first, BLOCK)
-                block_noise = _gumbel_noise(tl.max(tl.where(valid, words, 0), axis=0))
-                if has_nan | (largest_logit + block_noise > best_value):
+                bounds = tl.load(bounds_ptr + (words >> BUCKET_SHIFT))
+                hopeful = valid & (logits + bounds > best_value)
+                if has_nan | (tl.max(hopeful.to(tl.int32), axis=0) > 0):
                     value, index = _first_argmax(logits + _gumbel_noise(words), columns, valid)
                     if (value != value) | (value > best_value):
                         best_value = value
@@ -99,30 +118,27 @@ def gumbel_argmax(
     logits: torch.Tensor, seed: torch.Tensor, *, block: int | None = None, splits: int | None = None
 ) -> torch.Tensor:
     """One Gumbel-max sample per row of ``logits`` (P, V); ``block``/``splits`` override the geometry."""
-    launch.check_tensor("logits", logits, 2, launch.FLOAT_DTYPES, "float32, float16, bfloat16 or float64")
-    launch.check_seed(seed, logits.device)
     num_rows, num_columns = logits.shape
-    if num_columns == 0:
-        raise ValueError("logits must have at least one column to sample from")
     out = torch.empty(num_rows, dtype=torch.int64, device=logits.device)
     if num_rows == 0:
         return out
     if logits.stride(1) != 1:
         logits = logits.contiguous()
+    bounds = _noise_bounds(logits.device)
     block = block or launch.block_size(num_columns, BLOCK_CAP)
     num_splits, split_columns = launch.column_splits(num_rows, num_columns, block, logits.device, splits)
     warps = launch.num_warps(block)
     if num_splits == 1:
         _gumbel_argmax_kernel[(num_rows, 1)](
-            logits, seed, out, out, num_columns, logits.stride(0), split_columns,
+            logits, seed, bounds, out, out, num_columns, logits.stride(0), split_columns,
             WRITE_PARTIAL=False, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
         )
         return out
     values = torch.empty((num_rows, num_splits), dtype=torch.float32, device=logits.device)
     indices = torch.empty((num_rows, num_splits), dtype=torch.int64, device=logits.device)
     _gumbel_argmax_kernel[(num_rows, num_splits)](
-        logits, seed, indices, values, num_columns, logits.stride(0), split_columns,
-        WRITE_PARTIAL=True, BLOCK=block, num_warps=warps,
+        logits, seed, bounds, indices, values, num_columns, logits.stride(0), split_columns,
+        WRITE_PARTIAL=True, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
     )
     _reduce_partials_kernel[(num_rows,)](values, indices, out, num_splits, BLOCK=launch.block_size(num_splits, 1 << 16, 1))
     return out

@@ -1,6 +1,6 @@
 """Triton kernels of the sequence-masking policies and the log-uniform sampler.
 
-Each launcher has the signature of the op of the same name (``fastmask.sequence_ops``) and returns
+Each launcher has the signature of the op of the same name (``fastmask.ops``, which checks the arguments first) and returns
 the bits of ``fastmask.reference.sequence``. One program per row for the masks, one per block of
 draws for the sampler.
 """
@@ -11,6 +11,7 @@ import triton.language as tl
 from fastmask.reference import philox as reference
 from fastmask.reference.sequence import BERT4REC_NEGATIVE_ATTEMPTS, LOG_UNIFORM_BITS
 
+from . import launch
 from .philox import block_draws, draw, philox_words, uniform_below
 
 STREAM_MERLIN_BERNOULLI = tl.constexpr(reference.STREAM_MERLIN_BERNOULLI)
@@ -27,7 +28,7 @@ _MEMBERSHIP_CHUNK = 32  # row items compared with the candidates per step of the
 
 
 def _row_block(length: int) -> int:
-    return max(4, triton.next_power_of_2(length))
+    return launch.block_size(length, 1 << 30)
 
 
 @triton.jit

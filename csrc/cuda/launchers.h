@@ -21,21 +21,26 @@ struct PlmSpanTable {
   int64_t context_lengths[kMaxSpanLength + 1];  // entry s: context of a span of length s
 };
 
-// mask (B, L) bool. threshold <= 2^32.
-cudaError_t launch_mlm_mask(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
-                            int64_t padding_idx, const int64_t* seed, uint64_t threshold, bool* mask,
+// mask (B, L) bool and targets (B, L) of the item type. threshold <= 2^32.
+cudaError_t launch_mlm_train(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
+                             int64_t padding_idx, const int64_t* seed, uint64_t threshold, bool* mask, void* targets,
+                             cudaStream_t stream);
+
+// mask (B, L) bool, targets (B, L); perm_mask and target_mapping (B, L, L) float32, each element written
+// once. Needs 1 <= max_span_length <= kMaxSpanLength and s <= context_lengths[s] < 2^31.
+cudaError_t launch_plm_train(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
+                             int64_t padding_idx, const int64_t* seed, const PlmSpanTable& spans, bool permute_all,
+                             bool* mask, void* targets, float* perm_mask, float* target_mapping, cudaStream_t stream);
+
+// schema (B, L) bool, targets (B, L), perm_mask (B, L, L) int64, identity (L, L) float32.
+cudaError_t launch_plm_eval(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
+                            int64_t padding_idx, bool* schema, void* targets, int64_t* perm_mask, float* identity,
                             cudaStream_t stream);
 
-// mask (B, L) bool; perm_mask and target_mapping (B, L, L) float32, each element written once.
-// Needs 1 <= max_span_length <= kMaxSpanLength and s <= context_lengths[s] < 2^31.
-cudaError_t launch_plm_train_masks(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
-                                   int64_t padding_idx, const int64_t* seed, const PlmSpanTable& spans,
-                                   bool permute_all, bool* mask, float* perm_mask, float* target_mapping,
-                                   cudaStream_t stream);
-
-// perm_mask (B, L, L) int64.
-cudaError_t launch_plm_eval_perm_mask(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
-                                      int64_t padding_idx, int64_t* perm_mask, cudaStream_t stream);
+// The targets without randomness: schema (B, W) bool and targets (B, W), W = L + 1 for kMlmInference, else L.
+enum class RowTargets { kNextItem, kLastItem, kClmLastItem, kMlmInference };
+cudaError_t launch_row_targets(RowTargets rule, const void* item_ids, ItemType item_type, int64_t batch,
+                               int64_t length, int64_t padding_idx, bool* schema, void* targets, cudaStream_t stream);
 
 // How many blocks share one row's vocabulary: more than 1 only when rows are too few to fill the GPU.
 int64_t gumbel_argmax_splits(int64_t rows, int64_t vocab, int multiprocessors);

@@ -1,5 +1,8 @@
-// MLM and PLM masking kernels. The rules live in ../rules.h (shared with the CPU ops), the kernels'
-// units of work in kernel_steps.cuh (shared with the host test).
+// Masking kernels: MLM and PLM training, PLM last-item evaluation and the targets without randomness.
+// The rules live in ../rules.h (shared with the CPU ops), the kernels' units of work in
+// kernel_steps.cuh (shared with the host test).
+#include <type_traits>
+
 #include "grid.cuh"
 #include "launchers.h"
 #include "kernel_steps.cuh"
@@ -20,12 +23,17 @@ __device__ __forceinline__ int64_t row_stride() { return static_cast<int64_t>(gr
 
 template <class Item>
 __global__ void __launch_bounds__(kRowThreads)
-    mlm_mask_kernel(const Item* __restrict__ items, int64_t batch, int64_t length, int64_t padding_idx,
-                    const int64_t* __restrict__ seed_ptr, uint64_t threshold, bool* __restrict__ mask) {
+    mlm_train_kernel(const Item* __restrict__ items, int64_t batch, int64_t length, int64_t padding_idx,
+                     const int64_t* __restrict__ seed_ptr, uint64_t threshold, bool* __restrict__ mask,
+                     Item* __restrict__ targets) {
   const uint64_t seed = static_cast<uint64_t>(*seed_ptr);
+  const rules::RowLanes lanes;
   for (int64_t row = first_row(); row < batch; row += row_stride()) {
-    rules::mlm_mask_row(rules::RowLanes{}, items + row * length, mask + row * length, length, padding_idx, seed,
-                        static_cast<uint32_t>(row), threshold);
+    const int64_t offset = row * length;
+    rules::mlm_mask_row(lanes, items + offset, mask + offset, length, padding_idx, seed, static_cast<uint32_t>(row),
+                        threshold);
+    lanes.sync();
+    rules::masked_targets_row(lanes, items + offset, mask + offset, targets + offset, length, padding_idx);
   }
 }
 
@@ -33,11 +41,39 @@ template <class Item>
 __global__ void __launch_bounds__(kRowThreads)
     plm_mask_kernel(const Item* __restrict__ items, int64_t batch, int64_t length, int64_t padding_idx,
                     const int64_t* __restrict__ seed_ptr, const __grid_constant__ PlmSpanTable spans,
-                    bool permute_all, bool* __restrict__ mask) {
+                    bool permute_all, bool* __restrict__ mask, Item* __restrict__ targets) {
   const uint64_t seed = static_cast<uint64_t>(*seed_ptr);
+  const rules::RowLanes lanes;
   for (int64_t row = first_row(); row < batch; row += row_stride()) {
-    rules::plm_mask_row(rules::RowLanes{}, items + row * length, mask + row * length, length, padding_idx, seed,
-                        static_cast<uint32_t>(row), spans.max_span_length, spans.context_lengths, permute_all);
+    const int64_t offset = row * length;
+    rules::plm_mask_row(lanes, items + offset, mask + offset, length, padding_idx, seed, static_cast<uint32_t>(row),
+                        spans.max_span_length, spans.context_lengths, permute_all);
+    lanes.sync();
+    rules::masked_targets_row(lanes, items + offset, mask + offset, targets + offset, length, padding_idx);
+  }
+}
+
+// The targets without randomness, one warp per row (rules.h: next_item_targets_row, ...).
+
+template <RowTargets rule, class Item>
+__global__ void __launch_bounds__(kRowThreads)
+    row_targets_kernel(const Item* __restrict__ items, int64_t batch, int64_t length, int64_t padding_idx,
+                       bool* __restrict__ schema, Item* __restrict__ targets) {
+  const rules::RowLanes lanes;
+  const int64_t width = rule == RowTargets::kMlmInference ? length + 1 : length;
+  for (int64_t row = first_row(); row < batch; row += row_stride()) {
+    const Item* row_items = items + row * length;
+    bool* row_schema = schema + row * width;
+    Item* row_targets = targets + row * width;
+    if constexpr (rule == RowTargets::kNextItem) {
+      rules::next_item_targets_row(lanes, row_items, row_schema, row_targets, length, padding_idx);
+    } else if constexpr (rule == RowTargets::kLastItem) {
+      rules::last_item_targets_row(lanes, row_items, row_schema, row_targets, length, padding_idx);
+    } else if constexpr (rule == RowTargets::kClmLastItem) {
+      rules::clm_last_item_targets_row(lanes, row_items, row_schema, row_targets, length, padding_idx);
+    } else {
+      rules::mlm_inference_targets_row(lanes, row_items, row_schema, row_targets, length, padding_idx);
+    }
   }
 }
 
@@ -80,10 +116,14 @@ __global__ void plm_perm_kernel(const bool* __restrict__ mask, int64_t batch, in
   }
 }
 
+// One block per (row, band of kBandRows queries) writes that band of the row's perm_mask; the row's first
+// band also writes its schema and targets (only item n - 1), and row 0's bands the identity.
 template <class Item>
 __global__ void plm_eval_kernel(const Item* __restrict__ items, int64_t batch, int64_t length, int64_t padding_idx,
-                                int64_t* __restrict__ perm_mask) {
+                                bool* __restrict__ schema, Item* __restrict__ targets, int64_t* __restrict__ perm_mask,
+                                float* __restrict__ identity) {
   const int64_t work_items = batch * ceil_div(length, kBandRows);
+  const Item padding = static_cast<Item>(padding_idx);
   for (int64_t work = blockIdx.x; work < work_items; work += gridDim.x) {
     const QueryBand band = query_band(work, length);
     const Item* row_items = items + band.row * length;
@@ -95,6 +135,14 @@ __global__ void plm_eval_kernel(const Item* __restrict__ items, int64_t batch, i
     const int64_t last = rules::last_item_index(count, length);
     for (int64_t k = threadIdx.x; k < length; k += blockDim.x) {
       rules::plm_eval_write_column(perm_mask + band.row * length * length, length, band.q_begin, band.size, last, k);
+      if (band.q_begin == 0) {
+        const Item target = k == last ? row_items[k] : padding;
+        targets[band.row * length + k] = target;
+        schema[band.row * length + k] = rules::is_item(target, padding_idx);
+      }
+      if (band.row == 0) {
+        for (int64_t q = band.q_begin; q < band.q_begin + band.size; ++q) identity[q * length + k] = q == k ? 1.0f : 0.0f;
+      }
     }
   }
 }
@@ -106,19 +154,19 @@ unsigned int band_threads(int64_t length) {
 }
 
 template <class Item>
-cudaError_t mlm_mask_typed(const Item* items, int64_t batch, int64_t length, int64_t padding_idx,
-                           const int64_t* seed, uint64_t threshold, bool* mask, cudaStream_t stream) {
-  mlm_mask_kernel<Item><<<grid_blocks(batch, kRowsPerBlock), kRowThreads, 0, stream>>>(
-      items, batch, length, padding_idx, seed, threshold, mask);
+cudaError_t mlm_train_typed(const Item* items, int64_t batch, int64_t length, int64_t padding_idx,
+                            const int64_t* seed, uint64_t threshold, bool* mask, void* targets, cudaStream_t stream) {
+  mlm_train_kernel<Item><<<grid_blocks(batch, kRowsPerBlock), kRowThreads, 0, stream>>>(
+      items, batch, length, padding_idx, seed, threshold, mask, static_cast<Item*>(targets));
   return cudaGetLastError();
 }
 
 template <class Item>
 cudaError_t plm_train_typed(const Item* items, int64_t batch, int64_t length, int64_t padding_idx,
                             const int64_t* seed, const PlmSpanTable& spans, bool permute_all, bool* mask,
-                            float* perm_mask, float* target_mapping, cudaStream_t stream) {
+                            void* targets, float* perm_mask, float* target_mapping, cudaStream_t stream) {
   plm_mask_kernel<Item><<<grid_blocks(batch, kRowsPerBlock), kRowThreads, 0, stream>>>(
-      items, batch, length, padding_idx, seed, spans, permute_all, mask);
+      items, batch, length, padding_idx, seed, spans, permute_all, mask, static_cast<Item*>(targets));
   const cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess) return status;
   plm_perm_kernel<<<grid_blocks(batch * ceil_div(length, kBandRows)), band_threads(length), 0, stream>>>(
@@ -127,10 +175,18 @@ cudaError_t plm_train_typed(const Item* items, int64_t batch, int64_t length, in
 }
 
 template <class Item>
-cudaError_t plm_eval_typed(const Item* items, int64_t batch, int64_t length, int64_t padding_idx,
-                           int64_t* perm_mask, cudaStream_t stream) {
+cudaError_t plm_eval_typed(const Item* items, int64_t batch, int64_t length, int64_t padding_idx, bool* schema,
+                           void* targets, int64_t* perm_mask, float* identity, cudaStream_t stream) {
   plm_eval_kernel<Item><<<grid_blocks(batch * ceil_div(length, kBandRows)), band_threads(length), 0, stream>>>(
-      items, batch, length, padding_idx, perm_mask);
+      items, batch, length, padding_idx, schema, static_cast<Item*>(targets), perm_mask, identity);
+  return cudaGetLastError();
+}
+
+template <RowTargets rule, class Item>
+cudaError_t row_targets_typed(const Item* items, int64_t batch, int64_t length, int64_t padding_idx, bool* schema,
+                              void* targets, cudaStream_t stream) {
+  row_targets_kernel<rule, Item><<<grid_blocks(batch, kRowsPerBlock), kRowThreads, 0, stream>>>(
+      items, batch, length, padding_idx, schema, static_cast<Item*>(targets));
   return cudaGetLastError();
 }
 
@@ -154,31 +210,55 @@ cudaError_t with_items(const void* item_ids, ItemType item_type, Fn fn) {
 
 }  // namespace
 
-cudaError_t launch_mlm_mask(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
-                            int64_t padding_idx, const int64_t* seed, uint64_t threshold, bool* mask,
-                            cudaStream_t stream) {
+cudaError_t launch_mlm_train(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
+                             int64_t padding_idx, const int64_t* seed, uint64_t threshold, bool* mask, void* targets,
+                             cudaStream_t stream) {
   if (batch == 0 || length == 0) return cudaSuccess;
   return with_items(item_ids, item_type, [&](auto items) {
-    return mlm_mask_typed(items, batch, length, padding_idx, seed, threshold, mask, stream);
+    return mlm_train_typed(items, batch, length, padding_idx, seed, threshold, mask, targets, stream);
   });
 }
 
-cudaError_t launch_plm_train_masks(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
-                                   int64_t padding_idx, const int64_t* seed, const PlmSpanTable& spans,
-                                   bool permute_all, bool* mask, float* perm_mask, float* target_mapping,
-                                   cudaStream_t stream) {
+cudaError_t launch_plm_train(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
+                             int64_t padding_idx, const int64_t* seed, const PlmSpanTable& spans, bool permute_all,
+                             bool* mask, void* targets, float* perm_mask, float* target_mapping,
+                             cudaStream_t stream) {
   if (batch == 0 || length == 0) return cudaSuccess;
   return with_items(item_ids, item_type, [&](auto items) {
-    return plm_train_typed(items, batch, length, padding_idx, seed, spans, permute_all, mask, perm_mask,
+    return plm_train_typed(items, batch, length, padding_idx, seed, spans, permute_all, mask, targets, perm_mask,
                            target_mapping, stream);
   });
 }
 
-cudaError_t launch_plm_eval_perm_mask(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
-                                      int64_t padding_idx, int64_t* perm_mask, cudaStream_t stream) {
+cudaError_t launch_plm_eval(const void* item_ids, ItemType item_type, int64_t batch, int64_t length,
+                            int64_t padding_idx, bool* schema, void* targets, int64_t* perm_mask, float* identity,
+                            cudaStream_t stream) {
   if (batch == 0 || length == 0) return cudaSuccess;
   return with_items(item_ids, item_type, [&](auto items) {
-    return plm_eval_typed(items, batch, length, padding_idx, perm_mask, stream);
+    return plm_eval_typed(items, batch, length, padding_idx, schema, targets, perm_mask, identity, stream);
+  });
+}
+
+cudaError_t launch_row_targets(RowTargets rule, const void* item_ids, ItemType item_type, int64_t batch,
+                               int64_t length, int64_t padding_idx, bool* schema, void* targets, cudaStream_t stream) {
+  if (batch == 0) return cudaSuccess;
+  return with_items(item_ids, item_type, [&](auto items) {
+    using Item = std::remove_cv_t<std::remove_pointer_t<decltype(items)>>;
+    switch (rule) {
+      case RowTargets::kNextItem:
+        return row_targets_typed<RowTargets::kNextItem, Item>(items, batch, length, padding_idx, schema, targets,
+                                                              stream);
+      case RowTargets::kLastItem:
+        return row_targets_typed<RowTargets::kLastItem, Item>(items, batch, length, padding_idx, schema, targets,
+                                                              stream);
+      case RowTargets::kClmLastItem:
+        return row_targets_typed<RowTargets::kClmLastItem, Item>(items, batch, length, padding_idx, schema,
+                                                                 targets, stream);
+      case RowTargets::kMlmInference:
+        return row_targets_typed<RowTargets::kMlmInference, Item>(items, batch, length, padding_idx, schema,
+                                                                  targets, stream);
+    }
+    return cudaErrorInvalidValue;
   });
 }
 

@@ -1,8 +1,10 @@
 """Reference masking rules: the oracle every kernel is tested against.
 
-Each function takes the row-major ``item_ids`` (B, L) and, for random rules, a 64-bit ``seed``.
-Draws follow ``philox.draws`` exactly, so these functions define the bits every backend returns.
-Rows with no non-padding item get no target (the API layer decides whether that is an error).
+Each public function has the signature of the fastmask op of the same name: the row-major
+``item_ids`` (B, L), ``padding_idx`` and, for random rules, ``seed`` (an int64 tensor of one value, or
+a Python int). Draws follow ``philox.draws`` exactly, so these functions define the bits every
+backend returns. Targets keep the dtype of ``item_ids``. Rows with no non-padding item get no target
+(the API layer decides whether that is an error).
 """
 from __future__ import annotations
 
@@ -38,13 +40,19 @@ def _pick_one(flags: torch.Tensor, count: torch.Tensor, seed: int, stream: int) 
     return _kth_true(flags, _uniform_below(words, count))
 
 
-def mlm_mask(item_ids: torch.Tensor, seed: int, padding_idx: int, threshold: int) -> torch.Tensor:
-    """MLM/RTD training targets (bool, B x L).
+def _targets(item_ids: torch.Tensor, schema: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """The item where ``schema`` holds, padding elsewhere (the ids' dtype)."""
+    return torch.where(schema, item_ids, padding_idx)
+
+
+def mlm_train(item_ids: torch.Tensor, seed, padding_idx: int, threshold: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLM/RTD training: (schema bool B x L, targets B x L).
 
     1. Bernoulli(p) over non-padding positions (``draw < threshold``).
     2. One uniformly chosen non-padding position becomes a target.
     3. Rows where every non-padding item is a target drop one uniformly chosen target.
     """
+    seed = philox.seed_value(seed)
     batch, length = item_ids.shape
     device = item_ids.device
     nonpad = item_ids != padding_idx
@@ -60,7 +68,7 @@ def mlm_mask(item_ids: torch.Tensor, seed: int, padding_idx: int, threshold: int
     full = has_items & (mask.sum(1) == count)
     dropped = _pick_one(mask, count, seed, philox.STREAM_MLM_UNMASK)
     mask[rows[full], dropped[full]] = False
-    return mask
+    return mask, _targets(item_ids, mask, padding_idx)
 
 
 def plm_context_lengths(plm_probability: float, max_span_length: int) -> list[int]:
@@ -68,15 +76,15 @@ def plm_context_lengths(plm_probability: float, max_span_length: int) -> list[in
     return [int(span / plm_probability) for span in range(max_span_length + 1)]
 
 
-def plm_train_masks(
+def plm_train(
     item_ids: torch.Tensor,
-    seed: int,
+    seed,
     padding_idx: int,
     max_span_length: int,
     context_lengths: list[int],
     permute_all: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PLM training: (target mask bool B x L, perm_mask f32 B x L x L, target_mapping f32 B x L x L).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PLM training: (schema bool B x L, targets B x L, perm_mask f32 B x L x L, target_mapping f32 B x L x L).
 
     Span walk per row, with n = number of non-padding items (a count, not a position)::
 
@@ -98,6 +106,7 @@ def plm_train_masks(
     k does not precede q in the row's factorisation order). The order sorts targets by
     (draw(PLM_PERM, t), t).
     """
+    seed = philox.seed_value(seed)
     batch, length = item_ids.shape
     device = item_ids.device
     nonpad = item_ids != padding_idx
@@ -141,7 +150,7 @@ def plm_train_masks(
         target_mapping = torch.zeros(batch, length, length, dtype=torch.float32, device=device)
     else:
         target_mapping = torch.eye(length, dtype=torch.float32, device=device).repeat(batch, 1, 1)
-    return mask, perm_mask.float(), target_mapping
+    return mask, _targets(item_ids, mask, padding_idx), perm_mask.float(), target_mapping
 
 
 def last_item_index(item_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
@@ -149,39 +158,36 @@ def last_item_index(item_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
     return ((item_ids != padding_idx).sum(1) - 1) % max(item_ids.shape[1], 1)
 
 
-def plm_eval_perm_mask(item_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
-    """Last-item PLM evaluation perm_mask (int64 B x L x L): causal, and nobody sees item n-1."""
+def plm_eval(item_ids: torch.Tensor, padding_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Last-item PLM evaluation: (schema, targets) of ``last_item_targets``, the perm_mask (int64
+    B x L x L: causal, and nobody sees item n-1) and the identity (float32 L x L) that the module expands
+    into the target_mapping."""
     length = item_ids.shape[1]
     positions = torch.arange(length, device=item_ids.device)
     last = last_item_index(item_ids, padding_idx)
     causal = positions[None, :] > positions[:, None]
-    return (causal[None] | (positions[None, None, :] == last[:, None, None])).long()
+    perm_mask = (causal[None] | (positions[None, None, :] == last[:, None, None])).long()
+    identity = torch.eye(length, dtype=torch.float32, device=item_ids.device)
+    return (*last_item_targets(item_ids, padding_idx), perm_mask, identity)
 
 
-def predict_all(item_ids: torch.Tensor, padding_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+def next_item_targets(item_ids: torch.Tensor, padding_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-item targets for every position: (schema, targets). The appended column is literal 0."""
     targets = torch.cat([item_ids[:, 1:], torch.zeros_like(item_ids[:, :1])], dim=1)
     return targets != padding_idx, targets
 
 
-def clm_targets(
-    item_ids: torch.Tensor, padding_idx: int, training: bool, testing: bool, last_item_only: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """CLM (schema, targets). Inference: schema = non-padding, targets = item_ids.
-
-    Last-item mode keeps only target ``n - 1`` (from ``predict_all``), zeros elsewhere, and uses
-    ``schema = item_ids != padding_idx``: n positions kept visible for one target.
-    """
-    if not training and not testing:
-        return item_ids != padding_idx, item_ids
-    schema, targets = predict_all(item_ids, padding_idx)
-    if last_item_only:
-        rows = torch.arange(item_ids.shape[0], device=item_ids.device)
-        last = schema.sum(1) - 1
-        last_only = torch.zeros_like(targets)
+def clm_last_item_targets(item_ids: torch.Tensor, padding_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLM's last-item mode: of the ``next_item_targets``, only the one at ``m - 1`` (m = their count,
+    Python-index wrap), zeros elsewhere; ``schema = item_ids != padding_idx``: n positions kept visible
+    for one target."""
+    schema, targets = next_item_targets(item_ids, padding_idx)
+    rows = torch.arange(item_ids.shape[0], device=item_ids.device)
+    last = schema.sum(1) - 1
+    last_only = torch.zeros_like(targets)
+    if item_ids.shape[1] > 0:
         last_only[rows, last] = targets[rows, last]
-        return item_ids != padding_idx, last_only
-    return schema, targets
+    return item_ids != padding_idx, last_only
 
 
 def last_item_targets(item_ids: torch.Tensor, padding_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,17 +195,20 @@ def last_item_targets(item_ids: torch.Tensor, padding_idx: int) -> tuple[torch.T
     rows = torch.arange(item_ids.shape[0], device=item_ids.device)
     last = (item_ids != padding_idx).sum(1) - 1
     targets = torch.full_like(item_ids, padding_idx)
-    targets[rows, last] = item_ids[rows, last]
+    if item_ids.shape[1] > 0:
+        targets[rows, last] = item_ids[rows, last]
     return targets != padding_idx, targets
 
 
 def mlm_inference_targets(item_ids: torch.Tensor, padding_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """MLM inference: (B, L + 1) targets, pad except ``targets[n] = item[n - 1]`` (the [MASK] slot)."""
+    """MLM inference: (B, L + 1) targets, pad except ``targets[n] = item[n - 1]`` (the [MASK] slot;
+    Python-index wrap, so a row of padding copies its last column; with L = 0 nothing is copied)."""
     batch, length = item_ids.shape
     rows = torch.arange(batch, device=item_ids.device)
     count = (item_ids != padding_idx).sum(1)
     targets = torch.full((batch, length + 1), padding_idx, dtype=item_ids.dtype, device=item_ids.device)
-    targets[rows, count] = item_ids[rows, count - 1]
+    if length > 0:
+        targets[rows, count] = item_ids[rows, count - 1]
     return targets != padding_idx, targets
 
 

@@ -56,7 +56,7 @@ def philox4x32(seed: int, c0, c1, c2, c3) -> tuple[np.ndarray, ...]:
 
     Identical to Triton's ``tl.philox`` with 32-bit counters: key = (low, high) half of seed.
     """
-    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+    seed = seed_value(seed)
     k0 = np.uint64(seed & 0xFFFFFFFF)
     k1 = np.uint64(seed >> 32)
     c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) & _MASK32 for c in (c0, c1, c2, c3))
@@ -77,6 +77,13 @@ def draws(seed: int, stream: int, row, element) -> np.ndarray:
     words = philox4x32(seed, element >> np.uint64(2), row, stream, 0)
     which = (element & np.uint64(3)).astype(np.int64)
     return np.choose(np.broadcast_to(which, words[0].shape), words).astype(np.uint32)
+
+
+def seed_value(seed) -> int:
+    """The 64-bit Philox key of ``seed``: a Python int, or an int64 tensor holding one value (the ops'
+    form, read back to the host here)."""
+    value = int(seed) if isinstance(seed, (int, np.integer)) else int(seed.reshape(-1)[0].item())
+    return value & 0xFFFFFFFFFFFFFFFF
 
 
 def uniform_below(word, n) -> np.ndarray:

@@ -22,8 +22,9 @@ def gumbel_noise(seed: int, rows: np.ndarray, columns: int) -> torch.Tensor:
     return torch.from_numpy((-np.log(-np.log(uniform))).astype(np.float32))
 
 
-def gumbel_argmax(logits: torch.Tensor, seed: int) -> torch.Tensor:
+def gumbel_argmax(logits: torch.Tensor, seed) -> torch.Tensor:
     """One categorical sample per row of ``logits`` (P, V) from softmax(logits); int64 (P,)."""
+    seed = philox.seed_value(seed)
     num_rows, vocab = logits.shape
     out = torch.empty(num_rows, dtype=torch.int64, device=logits.device)
     for first in range(0, num_rows, _ROWS_PER_CHUNK):

@@ -34,7 +34,7 @@ LOG_UNIFORM_BITS = 62
 # Merlin Models
 # --------------------------------------------------------------------------------------------------
 def merlin_mask_random(
-    item_ids: torch.Tensor, seed: int, padding_idx: int, threshold: int, reset_any_full_row: bool
+    item_ids: torch.Tensor, seed, padding_idx: int, threshold: int, reset_any_full_row: bool
 ) -> torch.Tensor:
     """``SequenceMaskRandom`` training targets (bool, B x L).
 
@@ -53,6 +53,7 @@ def merlin_mask_random(
     Merlin Models rejects rows with fewer than 2 items; that check belongs to the caller. Here a
     1-item row always ends with its item selected.
     """
+    seed = philox.seed_value(seed)
     batch, length = item_ids.shape
     device = item_ids.device
     valid = item_ids != padding_idx
@@ -160,7 +161,7 @@ def _left_pad_last(values: torch.Tensor, slot: torch.Tensor, keep: torch.Tensor,
 
 
 def bert4rec_mask(
-    item_seq: torch.Tensor, seed: int, n_items: int, threshold: int, mask_item_length: int
+    item_seq: torch.Tensor, seed, n_items: int, threshold: int, mask_item_length: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """RecBole ``MaskItemSequence``: (masked_item_seq (B, L), pos_items, neg_items, masked_index (B, M)).
 
@@ -174,6 +175,7 @@ def bert4rec_mask(
        and its index. The three lists are left-padded with 0 to M, keeping their LAST M entries
        (earlier masks stay masked in ``masked_item_seq`` but get no loss).
     """
+    seed = philox.seed_value(seed)
     batch, length = item_seq.shape
     device = item_seq.device
     positions = torch.arange(length, device=device)
@@ -321,7 +323,7 @@ def log_uniform_words(seed: int, num_draws: int) -> np.ndarray:
     return (words[0::2] << np.uint64(LOG_UNIFORM_BITS - 32)) | (words[1::2] >> np.uint64(64 - LOG_UNIFORM_BITS))
 
 
-def log_uniform_draws(cdf_table: torch.Tensor, seed: int, num_draws: int) -> torch.Tensor:
+def log_uniform_draws(cdf_table: torch.Tensor, seed, num_draws: int) -> torch.Tensor:
     """``num_draws`` ids sampled with replacement from ``multinomial(dist)``; int64 (num_draws,).
 
     Draw j is ``#{k : cdf_table[k] <= x_j}`` with x_j from ``log_uniform_words``.
