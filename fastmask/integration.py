@@ -46,6 +46,7 @@ _MASKING_METHODS = {
     "MaskedLanguageModeling": ("_needs_items_in_every_row", "compute_masked_targets", "_compute_masked_targets"),
     "PermutationLanguageModeling": (
         "_needs_items_in_every_row",
+        "_span_table",
         "_context_lengths",
         "compute_masked_targets",
         "_compute_masked_targets_extended",

@@ -356,8 +356,10 @@ class PermutationLanguageModeling(MaskSequence):
         self.permute_all = permute_all
         self.target_mapping: Optional[torch.Tensor] = None
         self.perm_mask: Optional[torch.Tensor] = None
-        self._span_table: Tuple[tuple, list] = ((), [])
         self._context_lengths()  # raises now, rather than at the first batch, for spans too long
+
+    # (plm_probability, max_span_length) -> context lengths, of the latest call.
+    _span_table: Tuple[Optional[tuple], list] = (None, [])
 
     def _context_lengths(self) -> list:
         """``int(span / plm_probability)`` for span 0..max_span_length (both may be changed after

@@ -32,8 +32,8 @@ _spec.loader.exec_module(example)
 NUM_ITEMS, LENGTH = 30, 10
 LENGTHS = [10, 7, 4, 2, 3, 1, 9, 5]
 MASKINGS = ["clm", "mlm", "plm", "rtd"]
-TRAINING_OPS = {"clm": set(), "mlm": {"mlm_mask"}, "plm": {"plm_train_masks"}, "rtd": {"mlm_mask"}}
-EVALUATION_OPS = {"clm": set(), "mlm": set(), "plm": {"plm_eval_perm_mask"}, "rtd": set()}
+TRAINING_OPS = {"clm": set(), "mlm": {"mlm_train"}, "plm": {"plm_train"}, "rtd": {"mlm_train"}}
+EVALUATION_OPS = {"clm": set(), "mlm": {"last_item_targets"}, "plm": {"plm_eval"}, "rtd": {"last_item_targets"}}
 METRIC_NAMES = ["precision_at", "recall_at", "avg_precision_at", "dcg_at", "ndcg_at", "mrr_at"]
 
 
@@ -47,13 +47,13 @@ def unpatched_afterwards():
 def op_calls(monkeypatch):
     """Names of the fastmask ops run during the test, in call order."""
     calls = []
-    run = ops.run
+    run = ops.Op._dispatched
 
-    def recording_run(op, device, *args):
-        calls.append(op)
-        return run(op, device, *args)
+    def recording_run(op, *args):
+        calls.append(op.name)
+        return run(op, *args)
 
-    monkeypatch.setattr(ops, "run", recording_run)
+    monkeypatch.setattr(ops.Op, "_dispatched", recording_run)
     return calls
 
 
@@ -282,16 +282,16 @@ def test_patched_training_masks_follow_transformers4rec_rules(masking, op_calls)
             assert torch.equal(module.masked_targets, info.targets)
             if masking == "plm":
                 check_perm_mask(info.schema, module.perm_mask, module.target_mapping)
-                expected = rules.plm_train_masks(
-                    ids, ops.seed_int(seed_tensor), 0, module.max_span_length,
+                expected = rules.plm_train(
+                    ids, seed_tensor, 0, module.max_span_length,
                     rules.plm_context_lengths(module.plm_probability, module.max_span_length), False,
                 )
-                assert torch.equal(info.schema, expected[0])
-                assert torch.equal(module.perm_mask, expected[1])
+                assert torch.equal(info.schema, expected[0]) and torch.equal(info.targets, expected[1])
+                assert torch.equal(module.perm_mask, expected[2])
             else:
-                expected = rules.mlm_mask(ids, ops.seed_int(seed_tensor), 0, bernoulli_threshold(module.mlm_probability))
-                assert torch.equal(info.schema, expected)
-    assert set(op_calls) == {"plm_train_masks" if masking == "plm" else "mlm_mask"}
+                expected = rules.mlm_train(ids, seed_tensor, 0, bernoulli_threshold(module.mlm_probability))
+                assert torch.equal(info.schema, expected[0]) and torch.equal(info.targets, expected[1])
+    assert set(op_calls) == {"plm_train" if masking == "plm" else "mlm_train"}
 
 
 @pytest.mark.parametrize("masking", ["mlm", "plm"])
@@ -344,10 +344,10 @@ def test_patched_rtd_replacements(sample_from_batch, op_calls):
         logits = torch.randn(num_targets, num_targets if sample_from_batch else NUM_ITEMS + 1)
         torch.manual_seed(5)
         corrupted, discriminator_labels, batch_updates = module.get_fake_tokens(ids, targets_flat, logits)
-    assert op_calls == ["mlm_mask", "gumbel_argmax"]
+    assert op_calls == ["mlm_train", "gumbel_argmax"]
 
     torch.manual_seed(5)
-    samples = sampling_rules.gumbel_argmax(logits, ops.seed_int(fm_masking.draw_seed(logits.device)))
+    samples = sampling_rules.gumbel_argmax(logits, fm_masking.draw_seed(logits.device))
     if sample_from_batch:
         assert torch.equal(batch_updates, samples)
         samples = info.targets[info.schema][samples]
@@ -581,6 +581,6 @@ def test_checkpoints_load_across_patched_and_unpatched_models(masking):
 def test_example_runs(op_calls, capsys):
     result = example.main("plm")
     assert not fastmask.is_transformers4rec_patched()
-    assert set(op_calls) == {"plm_train_masks", "plm_eval_perm_mask", "target_ranks"}
+    assert set(op_calls) == {"plm_train", "plm_eval", "target_ranks"}
     assert torch.isfinite(torch.tensor(result["loss"]))
     assert "next-item/ndcg_at_10" in result and "plm: training loss" in capsys.readouterr().out
