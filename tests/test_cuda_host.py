@@ -157,6 +157,15 @@ def test_mlm_train(lib, dtype, padding_idx):
             assert_same((mask, targets), expected, batch, length, seed, threshold)
 
 
+def test_mlm_bernoulli_is_strict(lib):
+    # The threshold is set to each draw of the row in turn: `draw < threshold`, never `<=`.
+    ids = torch.arange(1, 17)[None, :]
+    for threshold in philox.draws(2024, philox.STREAM_MLM_BERNOULLI, 0, np.arange(16)).tolist():
+        mask, targets = torch.empty(1, 16, dtype=torch.bool), torch.empty_like(ids)
+        lib.host_mlm_train(_ptr(ids), ITEM_TYPES[ids.dtype], 1, 16, 0, 2024, threshold, _ptr(mask), _ptr(targets))
+        assert_same((mask, targets), ref_masking.mlm_train(ids, 2024, 0, threshold), threshold)
+
+
 @pytest.mark.parametrize("rule, op", list(enumerate(
     ["next_item_targets", "last_item_targets", "clm_last_item_targets", "mlm_inference_targets"])))
 def test_targets_without_randomness(lib, rule, op):
