@@ -474,5 +474,7 @@ class ReplacementLanguageModeling(MaskedLanguageModeling):
     def sample_from_softmax(self, logits: torch.Tensor) -> torch.Tensor:
         """One sample per row of ``logits`` (P, V) from softmax(logits), by fused Gumbel-max; int64 (P,)."""
         if not isinstance(logits, torch.Tensor):
-            raise TypeError(f"logits must be a floating-point torch.Tensor of shape (P, V), got {type(logits).__name__}")
+            raise TypeError(
+                f"logits must be a floating-point torch.Tensor of shape (P, V), got {type(logits).__name__}"
+            )
         return ops.gumbel_argmax(logits, self._seed(logits.device))

@@ -365,7 +365,8 @@ def _check_target_ranks(scores, items):
         raise TypeError(f"items must be an int64 tensor, got {_type_name(items)}")
     if items.ndim != 2 or items.shape[0] != scores.shape[0]:
         raise ValueError(
-            f"items must be 2-D with one row per scores row ({scores.shape[0]}, items per row), got shape {tuple(items.shape)}"
+            f"items must be 2-D with one row per scores row ({scores.shape[0]}, items per row), "
+            f"got shape {tuple(items.shape)}"
         )
     if items.device != scores.device:
         raise ValueError(f"items must be on {scores.device} like scores, got {items.device}")
@@ -377,7 +378,8 @@ target_ranks = Op(
     check=_check_target_ranks,
     fake=lambda scores, items: items.new_empty(items.shape),
     reference=ref_ranking.target_ranks,
-    doc='0-based rank of ``items[n, m]`` among ``scores[n]`` (higher score first, then lower item id); -1 for items outside [0, V).',
+    doc="0-based rank of ``items[n, m]`` among ``scores[n]`` (higher score first, then lower item id); "
+    "-1 for items outside [0, V).",
 )
 
 
@@ -429,7 +431,8 @@ bert4rec_mask = Op(
     fake=_bert4rec_mask_fake,
     reference=ref_sequence.bert4rec_mask,
     random=True,
-    doc='RecBole BERT4Rec masking: int64 (masked_item_seq (B, L), pos_items, neg_items, masked_index (B, mask_item_length)); see ``reference.sequence.bert4rec_mask``.',
+    doc="RecBole BERT4Rec masking: int64 (masked_item_seq (B, L), pos_items, neg_items, masked_index "
+    "(B, mask_item_length)); see ``reference.sequence.bert4rec_mask``.",
 )
 
 

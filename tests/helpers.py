@@ -19,7 +19,7 @@ def assert_same(got, want, *context) -> None:
     type, dtype, shape, device type and values (NaNs equal). ``torch.equal`` alone ignores dtype."""
     if isinstance(want, (tuple, list)):
         assert isinstance(got, (tuple, list)) and len(got) == len(want), (context, type(got), len(got), len(want))
-        for index, (a, b) in enumerate(zip(got, want)):
+        for index, (a, b) in enumerate(zip(got, want, strict=True)):
             assert_same(a, b, *context, index)
         return
     assert isinstance(got, torch.Tensor), (context, type(got))
@@ -112,7 +112,7 @@ def session_ids(batch, length, layout, padding_idx, dtype, generator) -> torch.T
 def id_cases(shapes, generator, dtypes=(torch.int64, torch.int32)):
     """(ids, padding_idx) over ``shapes``, cycling layouts, padding_idx 0 and 3, and ``dtypes``."""
     combos = itertools.cycle(itertools.product(LAYOUTS, (0, 3), dtypes))
-    for (batch, length), (layout, padding_idx, dtype) in zip(shapes, combos):
+    for (batch, length), (layout, padding_idx, dtype) in zip(shapes, combos, strict=False):  # combos cycle
         yield session_ids(batch, length, layout, padding_idx, dtype, generator), padding_idx
 
 

@@ -85,8 +85,9 @@ def test_ops_under_torch_compile_fullgraph(gpu_backend):
     items = torch.randint(-1, 5000, (64, 2), device="cuda")
 
     def step(seed):
-        return (ops.mlm_train(ids, seed, 0, philox.bernoulli_threshold(0.15)), ops.plm_train(ids, seed, 0, 5, context, False),
-                ops.plm_eval(ids, 0), ops.gumbel_argmax(logits, seed), ops.target_ranks(logits, items))
+        return (ops.mlm_train(ids, seed, 0, philox.bernoulli_threshold(0.15)),
+                ops.plm_train(ids, seed, 0, 5, context, False), ops.plm_eval(ids, 0),
+                ops.gumbel_argmax(logits, seed), ops.target_ranks(logits, items))
 
     with fastmask.use_backend(gpu_backend.name):
         seed = seed_tensor(11, "cuda")

@@ -34,7 +34,7 @@ def documented() -> dict:
     rows = re.findall(r"^\| (CLM|MLM|PLM|RTD) \|(.*)\|$", section, flags=re.MULTILINE)
     table = {}
     for module, cells in rows:
-        for mode, cell in zip(MODES, cells.split("|")):
+        for mode, cell in zip(MODES, cells.split("|"), strict=True):
             names = re.findall(r"`(\w+)`", cell)
             table[module.lower(), mode] = [("aten::" if name in TORCH_OPS else "fastmask::") + name for name in names]
     assert len(table) == 12

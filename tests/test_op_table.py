@@ -21,6 +21,7 @@ from helpers import Backend, assert_same, run_op, seed_tensor
 ROOT = Path(__file__).resolve().parents[1]
 IDS = torch.tensor([[1, 2, 0], [3, 0, 0]])
 SEED = torch.tensor([3])
+ITEMS = torch.zeros(2, 1, dtype=torch.int64)
 CONTEXT = [0, 6, 12]  # plm_context_lengths(1 / 3, 2)
 
 
@@ -144,12 +145,12 @@ def test_triton_launchers_are_named_like_the_ops():
         (lambda: ops.gumbel_argmax(torch.ones(2, 3).to(torch.float8_e5m2), SEED), TypeError, "logits must be float32"),
         (lambda: ops.gumbel_argmax(torch.ones(2, 0), SEED), ValueError, "logits must have 1 to 2"),
         (lambda: ops.gumbel_argmax(torch.ones(2, 3), torch.tensor([1.0])), TypeError, "seed must be an int64"),
-        (lambda: ops.target_ranks(torch.ones(2, 3, dtype=torch.int32), torch.zeros(2, 1, dtype=torch.int64)), TypeError,
-         "scores must be float"),
-        (lambda: ops.target_ranks(torch.ones(3), torch.zeros(2, 1, dtype=torch.int64)), ValueError, "scores must be 2-D"),
-        (lambda: ops.target_ranks(torch.ones(2, 3), torch.zeros(2, 1, dtype=torch.int32)), TypeError, "items must be an int64"),
-        (lambda: ops.target_ranks(torch.ones(2, 3), torch.zeros(3, 1, dtype=torch.int64)), ValueError, "one row per scores"),
-        (lambda: ops.target_ranks(torch.ones(2, 3), torch.zeros(2, dtype=torch.int64)), ValueError, "one row per scores"),
+        (lambda: ops.target_ranks(torch.ones(2, 3, dtype=torch.int32), ITEMS), TypeError, "scores must be float"),
+        (lambda: ops.target_ranks(torch.ones(3), ITEMS[:1]), ValueError, "scores must be 2-D"),
+        (lambda: ops.target_ranks(torch.ones(2, 3), ITEMS.int()), TypeError, "items must be an int64"),
+        (lambda: ops.target_ranks(torch.ones(2, 3), torch.zeros(3, 1, dtype=torch.int64)), ValueError,
+         "one row per scores"),
+        (lambda: ops.target_ranks(torch.ones(2, 3), ITEMS[:, 0]), ValueError, "one row per scores"),
         (lambda: ops.merlin_mask_random(IDS, torch.tensor([1.0]), 0, 5, False), TypeError, "seed must be an int64"),
         (lambda: ops.merlin_mask_random(IDS, SEED, 0, 2**32 + 1, False), ValueError, "threshold"),
         (lambda: ops.merlin_mask_random(IDS, SEED, 0, 5, 1), TypeError, "reset_any_full_row must be a bool"),
@@ -233,7 +234,8 @@ def test_a_forced_backend_refuses_tensors_it_cannot_run():
 
 
 def _run_python(script: str, **environment) -> str:
-    env = {key: value for key, value in os.environ.items() if key not in ("FASTMASK_BACKEND", "FASTMASK_SKIP_EXTENSION")}
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("FASTMASK_BACKEND", "FASTMASK_SKIP_EXTENSION")}
     env.update(environment)
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -143,7 +143,8 @@ def test_plm_factorisation_key_tie_is_broken_by_position(backend):
     keys = philox.draws(seed, philox.STREAM_PLM_PERM, 0, range(16))
     assert keys[first] == keys[second]
     ids = torch.arange(1, 17)[None, :]
-    schema, _, perm, _ = assert_matches_reference(backend, "plm_train", ids, seed_tensor(seed), 0, 3, [0, 2, 4, 6], True)
+    schema, _, perm, _ = assert_matches_reference(backend, "plm_train", ids, seed_tensor(seed), 0, 3, [0, 2, 4, 6],
+                                                  True)
     # Both are targets, so the tie decides: the lower position comes first in the order.
     assert schema[0, first] and schema[0, second]
     assert perm[0, first, second] == 1 and perm[0, second, first] == 0

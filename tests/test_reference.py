@@ -121,7 +121,8 @@ def test_plm_permute_all_targets_every_item_but_one_and_maps_nothing():
     ids = torch.tensor([[3, 0, 5, 6], [0, 0, 0, 9]])
     for seed in range(10):
         schema, _, _, mapping = rules.plm_train(ids, seed, 0, 2, rules.plm_context_lengths(0.5, 2), True)
-        dropped = _kth([True, False, True, True], int(philox.uniform_below(_word(seed, philox.STREAM_PLM_UNMASK, 0), 3)))
+        drawn = int(philox.uniform_below(_word(seed, philox.STREAM_PLM_UNMASK, 0), 3))
+        dropped = _kth([True, False, True, True], drawn)
         assert schema[0].tolist() == [t in (0, 2, 3) and t != dropped for t in range(4)]
         assert not schema[1].any()  # one item: masked, then dropped
         assert not mapping.any()  # T4Rec leaves target_mapping all zero with permute_all

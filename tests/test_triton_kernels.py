@@ -130,7 +130,7 @@ def gumbel_logits(rows: int, columns: int, dtype: torch.dtype, seed: int) -> tor
         lambda r: r.fill_(float("-inf")).index_fill_(0, torch.tensor([columns - 1]), -5.0),
         lambda r: r.add_(torch.linspace(0, 40, columns, dtype=torch.float64)),  # winners late: few skips
     ]
-    for row, fill in zip(range(1, rows), special):
+    for row, fill in zip(range(1, rows), special, strict=False):
         fill(logits[row])
     return logits.to(dtype).to(DEVICE)
 

@@ -140,5 +140,7 @@ def gumbel_argmax(
         logits, seed, bounds, indices, values, num_columns, logits.stride(0), split_columns,
         WRITE_PARTIAL=True, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
     )
-    _reduce_partials_kernel[(num_rows,)](values, indices, out, num_splits, BLOCK=launch.block_size(num_splits, 1 << 16, 1))
+    _reduce_partials_kernel[(num_rows,)](
+        values, indices, out, num_splits, BLOCK=launch.block_size(num_splits, 1 << 16, 1)
+    )
     return out

@@ -1,8 +1,8 @@
 """Triton kernels of the sequence-masking policies and the log-uniform sampler.
 
-Each launcher has the signature of the op of the same name (``fastmask.ops``, which checks the arguments first) and returns
-the bits of ``fastmask.reference.sequence``. One program per row for the masks, one per block of
-draws for the sampler.
+Each launcher has the signature of the op of the same name (``fastmask.ops``, which checks the
+arguments first) and returns the bits of ``fastmask.reference.sequence``. One program per row for
+the masks, one per block of draws for the sampler.
 """
 import torch
 import triton

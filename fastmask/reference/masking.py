@@ -214,4 +214,5 @@ def mlm_inference_targets(item_ids: torch.Tensor, padding_idx: int) -> tuple[tor
 
 def causal_perm_mask(batch: int, length: int, device) -> torch.Tensor:
     """All-positions PLM evaluation perm_mask: strict upper triangle, int64 (B, L, L)."""
-    return torch.ones(length, length, dtype=torch.int64, device=device).triu(1).expand(batch, length, length).contiguous()
+    causal = torch.ones(length, length, dtype=torch.int64, device=device).triu(1)
+    return causal.expand(batch, length, length).contiguous()

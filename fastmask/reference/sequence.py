@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import philox
-from .masking import _kth_true, _pick_one, _row_draws, _uniform_below
+from .masking import _pick_one, _row_draws, _uniform_below
 
 # BERT4Rec's negative sampler retries a uniform item until it is not in the sequence. fastmask makes
 # that loop bounded: attempt ``a`` of position ``t`` is element ``a * L + t`` of the NEGATIVE stream.
