@@ -88,7 +88,7 @@ setup(
     install_requires=["torch>=2.4", "numpy", "torchmetrics>=1.0"],
     extras_require={
         "triton": ["triton"],
-        "test": ["pytest", "hypothesis", "pytest-benchmark", "triton", "expecttest"],
+        "test": ["pytest", "hypothesis", "pytest-benchmark", "triton", "expecttest", "ruff"],
         "bench": ["pytest-benchmark", "tqdm", "matplotlib"],
     },
     entry_points={"console_scripts": ["fastmask-bench = fastmask.bench:main"]},

@@ -1,6 +1,6 @@
 """fastmask inside a real Transformers4Rec: ``fastmask.patch_transformers4rec()``.
 
-Needs transformers4rec (``.ci/integration`` builds an environment with it); skipped without it.
+Needs transformers4rec (``make test`` installs it); skipped without it.
 """
 import contextlib
 import importlib.util
