@@ -82,8 +82,8 @@ class RankedLabels(NamedTuple):
     ideal: Optional[torch.Tensor]  # (N, K) topk re-sorted by label (NDCG only)
 
 
-def normalize_top_ks(top_ks, num_items: int) -> list:
-    """``top_ks`` as a list of ints in [1, num_items]; a single int is one cutoff."""
+def normalize_top_ks(top_ks, num_items: Optional[int] = None) -> list:
+    """``top_ks`` as a list of positive ints, at most ``num_items`` when given; a single int is one cutoff."""
     if isinstance(top_ks, torch.Tensor):
         top_ks = top_ks.tolist()
     if not isinstance(top_ks, (list, tuple)):
@@ -100,7 +100,7 @@ def normalize_top_ks(top_ks, num_items: int) -> list:
             raise ValueError(f"top_ks must be positive ints, got {top_ks!r}") from None
     if min(cutoffs) < 1:
         raise ValueError(f"top_ks must be positive ints, got {top_ks!r}")
-    if max(cutoffs) > num_items:
+    if num_items is not None and max(cutoffs) > num_items:
         raise ValueError(f"top_ks must not exceed the number of items ({num_items}), got {top_ks!r}")
     return cutoffs
 
@@ -297,14 +297,24 @@ class RankingMetric(tm.Metric):
 
     def __init__(self, top_ks=None, labels_onehot=False):
         super().__init__()
+        # As the reference: no cutoffs (None, [], 0) means the default ones; a single one is wrapped.
         if top_ks is None or (not isinstance(top_ks, torch.Tensor) and not top_ks):
             top_ks = list(DEFAULT_TOP_KS)
         self.top_ks = top_ks if isinstance(top_ks, (list, tuple, torch.Tensor)) else [top_ks]
+        normalize_top_ks(self.top_ks)  # bad cutoffs raise here; the number of items is checked per update
         self.labels_onehot = labels_onehot
         # Per-row values of every update, one (N, len(top_ks)) float32 tensor each.
         self.add_state("metric_mean", default=[], dist_reduce_fx="cat")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, **kwargs):  # type: ignore
+        if not isinstance(preds, torch.Tensor) or not isinstance(target, torch.Tensor):
+            raise TypeError(
+                f"preds and target must be torch.Tensors, got {type(preds).__name__} and {type(target).__name__}"
+            )
+        if preds.device != target.device:
+            raise ValueError(
+                f"preds and target must be on one device, got preds on {preds.device} and target on {target.device}"
+            )
         if preds.dim() == 0:
             raise ValueError("preds must hold scores over the items in its last dimension, got a 0-d tensor")
         num_items = preds.shape[-1]
@@ -338,6 +348,10 @@ class RankingMetric(tm.Metric):
         self.metric_mean.append(self._metric(self.top_ks, scores, labels))  # type: ignore
 
     def compute(self):
+        if not self.metric_mean:
+            raise RuntimeError(
+                f"{type(self).__name__}.compute() needs at least one update() since the metric was built or reset"
+            )
         return dim_zero_cat(self.metric_mean).mean(0)
 
     def _metric(self, ks, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
