@@ -20,6 +20,7 @@ Options beyond the reference (all keyword-only, all default to the reference's b
 from __future__ import annotations
 
 import operator
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
@@ -420,6 +421,10 @@ class ReplacementLanguageModeling(MaskedLanguageModeling):
     """Replacement token detection (ELECTRA): MLM targets, replaced by sampled items.
 
     ``sample_from_batch``: sample replacements among the batch's targets instead of the catalogue.
+
+    Transformers4Rec's constructor does not hand ``mlm_probability`` on, so its RTD masks at 0.15
+    whatever is passed (the attribute, set after construction, does take effect). fastmask keeps that
+    and warns; ``use_mlm_probability=True`` (keyword-only, a deviation) applies the value passed.
     """
 
     def __init__(
@@ -428,8 +433,17 @@ class ReplacementLanguageModeling(MaskedLanguageModeling):
         padding_idx: int = 0,
         eval_on_last_item_seq_only: bool = True,
         sample_from_batch: bool = False,
+        *,
+        use_mlm_probability: bool = False,
         **kwargs,
     ):
+        if "mlm_probability" in kwargs and not use_mlm_probability:
+            kwargs.pop("mlm_probability")
+            warnings.warn(
+                "ReplacementLanguageModeling ignores mlm_probability, as Transformers4Rec's does: it masks at "
+                "0.15; pass use_mlm_probability=True to apply it, or set the attribute after construction",
+                stacklevel=2,
+            )
         super().__init__(hidden_size, padding_idx, eval_on_last_item_seq_only, **kwargs)
         self.sample_from_batch = sample_from_batch
 

@@ -384,7 +384,8 @@ def test_bad_constructor_arguments(cls, kwargs, error, match):
 def test_mlm_probability_zero_leaves_the_forced_target(name):
     # The reference accepts 0: no Bernoulli target, so each row keeps only its forced one.
     ids = _random_batch(5)
-    info = M.masking_registry[name](HIDDEN, mlm_probability=0.0).compute_masked_targets(ids, training=True)
+    options = dict(use_mlm_probability=True) if name == "rtd" else {}
+    info = M.masking_registry[name](HIDDEN, mlm_probability=0.0, **options).compute_masked_targets(ids, training=True)
     items = (ids != 0).sum(1)
     assert torch.equal(info.schema.sum(1), (items > 1).long())
 
@@ -490,3 +491,20 @@ def test_value_checks_run_where_they_are_free(monkeypatch):
     assert not data_checks_enabled(gpu) and data_checks_enabled(gpu, True) and not data_checks_enabled(gpu, False)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     assert not data_checks_enabled(gpu, True)
+
+
+def test_rtd_ignores_mlm_probability_as_transformers4rec_unless_asked():
+    ids = _random_batch(4)
+
+    def schema(cls, **options):
+        module = cls(HIDDEN, generator=torch.Generator().manual_seed(1), **options)
+        return module, module.compute_masked_targets(ids, training=True).schema
+
+    with pytest.warns(UserWarning, match="ignores mlm_probability, as Transformers4Rec's does"):
+        faithful, ignored = schema(M.ReplacementLanguageModeling, mlm_probability=0.6)
+    assert faithful.mlm_probability == 0.15
+    assert_same(ignored, schema(M.MaskedLanguageModeling, mlm_probability=0.15)[1])
+    applied, used = schema(M.ReplacementLanguageModeling, mlm_probability=0.6, use_mlm_probability=True)
+    assert applied.mlm_probability == 0.6
+    assert_same(used, schema(M.MaskedLanguageModeling, mlm_probability=0.6)[1])
+    assert not torch.equal(ignored, used)

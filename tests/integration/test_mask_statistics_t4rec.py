@@ -110,6 +110,8 @@ def t4rec_sample(config: Config, seed: int) -> Sample:
 
 def fastmask_sample(config: Config, seed: int, **changes) -> Sample:
     kwargs = {**config.kwargs, **changes}
+    if config.cls == "ReplacementLanguageModeling":
+        kwargs["use_mlm_probability"] = True  # as Transformers4Rec's, it ignores mlm_probability otherwise
     module = getattr(fm_masking, config.cls)(HIDDEN, generator=torch.Generator().manual_seed(seed), **kwargs)
     module.compute_masked_targets(item_ids(config.rows), training=True)
     return Sample(module.mask_schema, getattr(module, "perm_mask", None))
