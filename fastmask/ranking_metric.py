@@ -348,7 +348,7 @@ class RankingMetric(tm.Metric):
         self.metric_mean.append(self._metric(self.top_ks, scores, labels))  # type: ignore
 
     def compute(self):
-        if not self.metric_mean:
+        if isinstance(self.metric_mean, list) and not self.metric_mean:  # synced states are one tensor
             raise RuntimeError(
                 f"{type(self).__name__}.compute() needs at least one update() since the metric was built or reset"
             )

@@ -744,3 +744,36 @@ def test_recorder_sees_the_sorting_reference():
     with recorder:
         rules.topk_labels(preds, one_hot(torch.zeros(8, dtype=torch.long), 500), 20)
     assert recorder.largest_float >= 8 * 500
+
+
+# --- errors at the edges ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_cutoffs_are_checked_when_the_metric_is_built(name):
+    cls = METRICS[name]
+    for top_ks in ([-5], [0, 3], ["10"], [2.5], [True]):
+        with pytest.raises(ValueError, match="top_ks must be positive ints"):
+            cls(top_ks)
+    # What Transformers4Rec accepts: no cutoffs mean [2, 5]; a single one is wrapped; tuples.
+    assert cls([]).top_ks == cls(None).top_ks == cls(0).top_ks == [2, 5]
+    assert cls(3).top_ks == [3] and cls((1, 4)).top_ks == (1, 4)
+
+
+def test_preds_and_target_on_different_devices_name_both():
+    metric = rm.NDCGAt([2], labels_onehot=True)
+    with pytest.raises(ValueError, match="preds on meta and target on cpu"):
+        metric.update(torch.zeros(3, 5, device="meta"), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="preds and target must be torch.Tensors, got list and Tensor"):
+        metric.update([[0.1, 0.2]], torch.zeros(1, dtype=torch.long))
+
+
+def test_compute_before_update_says_so():
+    metric = rm.RecallAt([1], labels_onehot=True)
+    with pytest.raises(RuntimeError, match=r"RecallAt.compute\(\) needs at least one update\(\)"):
+        metric.compute()
+    metric.update(torch.tensor([[0.1, 0.9]]), torch.tensor([1]))
+    assert metric.compute().item() == 1.0  # one cutoff: torchmetrics squeezes the result
+    metric.reset()
+    with pytest.raises(RuntimeError, match="needs at least one update"):
+        metric.compute()
