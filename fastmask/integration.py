@@ -198,3 +198,10 @@ def patched_transformers4rec():
     finally:
         if not was_patched:
             unpatch_transformers4rec()
+
+__all__ = [
+    "patch_transformers4rec",
+    "unpatch_transformers4rec",
+    "patched_transformers4rec",
+    "is_transformers4rec_patched",
+]

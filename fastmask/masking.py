@@ -492,3 +492,14 @@ class ReplacementLanguageModeling(MaskedLanguageModeling):
                 f"logits must be a floating-point torch.Tensor of shape (P, V), got {type(logits).__name__}"
             )
         return ops.gumbel_argmax(logits, self._seed(logits.device))
+
+__all__ = [
+    "MaskingInfo",
+    "MaskSequence",
+    "CausalLanguageModeling",
+    "MaskedLanguageModeling",
+    "PermutationLanguageModeling",
+    "ReplacementLanguageModeling",
+    "masking_registry",
+    "draw_seed",
+]

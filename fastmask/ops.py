@@ -454,3 +454,5 @@ log_uniform_draws = Op(
     random=True,
     doc='``num_draws`` int64 ids drawn with replacement through the integer inverse CDF ``cdf_table``.',
 )
+
+__all__ = ["Op", "TABLE", "last_backend", *TABLE]

@@ -84,3 +84,5 @@ class ClassRegistry(Registry):
 
     def get_class(self, name: str):
         return super().__getitem__(name)
+
+__all__ = ["Registry", "ClassRegistry", "default_name"]

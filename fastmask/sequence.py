@@ -354,3 +354,13 @@ class LogUniformSampler(torch.nn.Module):
 
     def forward(self, labels):
         return self.sample(labels)
+
+__all__ = [
+    "MerlinMaskRandom",
+    "MerlinMaskLast",
+    "MerlinMaskLastInference",
+    "BERT4RecMasking",
+    "BERT4RecBatch",
+    "reconstruct_test_data",
+    "LogUniformSampler",
+]

@@ -1,10 +1,12 @@
 """The op table: one schema per op, the same argument checks on every backend, dispatch and fallback,
 tracing, and the layering of the package."""
 import ast
+import importlib
 import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -350,3 +352,20 @@ def test_a_kernel_backend_named_like_an_op_runs_it(backend: Backend):
     ids = torch.tensor([[4, 5, 0]])
     assert_same(run_op(backend, "next_item_targets", ids, 0)[1].cpu(), torch.tensor([[5, 0, 0]]))
     run_op(backend, "mlm_train", ids, seed_tensor(1, backend.device), 0, 2**31)
+
+
+PUBLIC_MODULES = ["fastmask", "fastmask.masking", "fastmask.ranking_metric", "fastmask.sequence", "fastmask.ops",
+                  "fastmask.registry", "fastmask.integration", "fastmask.reference"]
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_public_modules_state_their_api(name):
+    """``__all__`` lists what the module defines for its users, not what it imports."""
+    module = importlib.import_module(name)
+    assert module.__all__ and len(set(module.__all__)) == len(module.__all__)
+    for public in module.__all__:
+        value = getattr(module, public)
+        defined_here = getattr(value, "__module__", name) or name
+        assert isinstance(value, types.ModuleType) or defined_here.startswith("fastmask"), (name, public)
+    imported = {"torch", "np", "nn", "Optional", "Tensor", "dataclass", "Any", "Dict", "Tuple", "operator"}
+    assert not imported & set(module.__all__)

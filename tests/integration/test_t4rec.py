@@ -19,6 +19,7 @@ from transformers4rec.torch.utils.torch_utils import MappingTransformerMasking  
 
 import fastmask  # noqa: E402
 from fastmask import masking as fm_masking  # noqa: E402
+from fastmask import ranking_metric as fm_ranking_metric  # noqa: E402
 from fastmask import ops  # noqa: E402
 from fastmask.reference import masking as rules  # noqa: E402
 from fastmask.reference import sampling as sampling_rules  # noqa: E402
@@ -584,3 +585,14 @@ def test_example_runs(op_calls, capsys):
     assert set(op_calls) == {"plm_train", "plm_eval", "target_ranks"}
     assert torch.isfinite(torch.tensor(result["loss"]))
     assert "next-item/ndcg_at_10" in result and "plm: training loss" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ours, theirs", [(fm_masking, t4r_masking), (fm_ranking_metric, t4r_ranking_metric)])
+def test_public_names_cover_transformers4rec(ours, theirs):
+    """Every class Transformers4Rec's module defines, and its registry, is in fastmask's ``__all__``."""
+    public = {
+        name for name, value in vars(theirs).items()
+        if not name.startswith("_")
+        and (getattr(value, "__module__", None) == theirs.__name__ or name.endswith("_registry"))
+    }
+    assert public and public <= set(ours.__all__), public - set(ours.__all__)
