@@ -12,7 +12,7 @@ import os
 
 from setuptools import setup
 
-PACKAGES = ["fastmask", "fastmask.reference", "fastmask.triton_kernels"]
+PACKAGES = ["fastmask", "fastmask.bench", "fastmask.reference", "fastmask.triton_kernels"]
 PACKAGE_DIR = {"fastmask.triton_kernels": "triton_kernels"}
 
 
@@ -91,7 +91,7 @@ setup(
         "test": ["pytest", "hypothesis", "pytest-benchmark", "triton", "expecttest", "ruff"],
         "bench": ["pytest-benchmark", "tqdm", "matplotlib"],
     },
-    entry_points={"console_scripts": ["fastmask-bench = fastmask.bench:main"]},
+    entry_points={"console_scripts": ["fastmask-bench = fastmask.bench.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -1,13 +1,17 @@
 """pytest-benchmark suite for fastmask: ``python -m pytest bench/`` (not collected by the unit tests).
 
-Every benchmark is parametrised over ``contender``: each fastmask backend that measures speed on the
-device (the Triton interpreter on CPU is excluded) plus its baseline: ``t4rec``, Transformers4Rec's
-algorithm (the installed package, else ``fastmask._t4rec_baseline``), unless the test is marked
-``@pytest.mark.baseline(name)`` (another baseline, e.g. ``per-user loop``) or
-``@pytest.mark.baseline(None)`` (none: fastmask's backends only). Options:
+The shapes are ``fastmask.bench.cases``' own (``--bench-size default`` is the shape set of
+``fastmask-bench`` on the device, ``small`` its ``--quick`` set), and ``test_bench_cases.py`` times
+exactly the calls of its cases. Every benchmark is parametrised over ``contender``: each fastmask
+backend that measures speed on the device (the Triton interpreter on CPU is excluded) plus its
+baseline: ``t4rec`` (Transformers4Rec's own code: the installed package, or the files of the archive
+named by ``--t4rec-wheel``), unless the test is marked ``@pytest.mark.baseline(name)`` (another
+baseline, e.g. ``recbole``) or ``@pytest.mark.baseline(None)`` (none). A baseline that is not loaded
+is skipped, saying why. Options:
 
   --bench-device cpu|cuda    device (default: cuda when available)
-  --bench-size small|default shapes; ``small`` is a quick check that everything runs
+  --bench-size small|default shapes
+  --t4rec-wheel PATH         transformers4rec wheel or sdist to run T4Rec's files from
 """
 import contextlib
 import time
@@ -15,19 +19,12 @@ import time
 import pytest
 import torch
 
-from fastmask import _backend
-from fastmask.bench import T4REC, device_backends, load_t4rec
+import fastmask
+from fastmask.bench import cases
+from fastmask.bench.baselines import load_recbole, load_t4rec
+from fastmask.bench.cases import RECBOLE, T4REC
+from fastmask.bench.runner import device_backends
 
-SHAPES = {
-    # batch, length: masking; rows, vocab: Gumbel; ranks: rows, vocab of target_ranks / metrics.
-    "small": {"masking": (8, 16), "gumbel": (8, 512), "ranks": (16, 1000)},
-    "default": {"masking": (256, 50), "gumbel": (256, 50_000), "ranks": (512, 50_000)},
-}
-# Sequence policies: BERT4Rec (batch, length) pairs, Merlin (batch, length), sampler (max_n_samples, max_id, labels).
-SEQUENCE_SHAPES = {
-    "small": {"bert4rec": [(8, 20), (16, 10)], "merlin": (8, 20), "sampler": (20, 1000, 16)},
-    "default": {"bert4rec": [(256, 200), (2048, 50)], "merlin": (512, 200), "sampler": (1000, 1_000_000, 2048)},
-}
 ROUND_BUDGET_S = 1.0  # time aimed at per benchmark
 SLOW_CALL_S = 5.0  # a call this slow gets a single round
 
@@ -36,50 +33,64 @@ def pytest_addoption(parser):
     group = parser.getgroup("fastmask benchmarks")
     group.addoption("--bench-device", choices=("cpu", "cuda"),
                     default="cuda" if torch.cuda.is_available() else "cpu")
-    group.addoption("--bench-size", choices=tuple(SHAPES), default="default")
+    group.addoption("--bench-size", choices=("small", "default"), default="default")
+    group.addoption("--t4rec-wheel", default=None, help="transformers4rec wheel or sdist to run T4Rec's files from")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "baseline(name): the test's baseline contender instead of t4rec (None: none)")
 
 
+def bench_device(config) -> torch.device:
+    return torch.device(config.getoption("--bench-device"))
+
+
+def bench_shapes(config) -> cases.Shapes:
+    return cases.shapes(bench_device(config).type, quick=config.getoption("--bench-size") == "small")
+
+
 @pytest.fixture(scope="session")
 def device(pytestconfig):
-    name = pytestconfig.getoption("--bench-device")
-    if name == "cuda" and not torch.cuda.is_available():
+    if pytestconfig.getoption("--bench-device") == "cuda" and not torch.cuda.is_available():
         pytest.skip("--bench-device cuda but torch sees no GPU")
-    return torch.device(name)
+    return bench_device(pytestconfig)
 
 
 @pytest.fixture(scope="session")
 def shapes(pytestconfig):
-    return SHAPES[pytestconfig.getoption("--bench-size")]
+    return bench_shapes(pytestconfig)
 
 
 @pytest.fixture(scope="session")
-def sequence_shapes(pytestconfig):
-    return SEQUENCE_SHAPES[pytestconfig.getoption("--bench-size")]
-
-
-@pytest.fixture(scope="session")
-def t4rec():
-    return load_t4rec()
+def libraries(pytestconfig):
+    """Baseline name -> (loaded library or None, what was loaded or why not)."""
+    return {T4REC: load_t4rec("auto", pytestconfig.getoption("--t4rec-wheel")), RECBOLE: load_recbole()}
 
 
 def pytest_generate_tests(metafunc):
-    if "contender" in metafunc.fixturenames:
-        device = torch.device(metafunc.config.getoption("--bench-device"))
+    if "contender" in metafunc.fixturenames and "case_name" not in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("baseline")
         baseline = marker.args[0] if marker else T4REC
-        names = device_backends(device, None) + ([baseline] if baseline else [])
+        names = device_backends(bench_device(metafunc.config), None) + ([baseline] if baseline else [])
         metafunc.parametrize("contender", names)
+
+
+@pytest.fixture
+def library(contender, libraries):
+    """The baseline library ``contender`` names (skips when it is not loaded); None for a backend."""
+    if contender not in libraries:
+        return None
+    loaded, note = libraries[contender]
+    if loaded is None:
+        pytest.skip(f"{contender}: {note}")
+    return loaded
 
 
 @pytest.fixture
 def as_contender(contender):
     """Context in which fastmask calls run on ``contender``'s backend (a no-op for a baseline)."""
-    if contender in _backend.BACKENDS:
-        return lambda: _backend.use_backend(contender)
+    if contender in fastmask.backends():
+        return lambda: fastmask.use_backend(contender)
     return contextlib.nullcontext
 
 
@@ -139,4 +150,3 @@ def run_benchmark(benchmark, device):
         return result
 
     return run
-

@@ -1,9 +1,10 @@
-"""Benchmarks of every drop-in masking class, train and eval, per backend and against T4Rec."""
+"""Every drop-in masking class, train and eval, per backend and against T4Rec, at the per-call and
+the large shape of ``fastmask.bench.cases``."""
 import pytest
 import torch
 
 from fastmask import masking
-from fastmask.bench import T4REC, make_item_ids
+from fastmask.bench.cases import HIDDEN_SIZE, make_item_ids
 
 CLASSES = [
     "CausalLanguageModeling",
@@ -11,26 +12,25 @@ CLASSES = [
     "PermutationLanguageModeling",
     "ReplacementLanguageModeling",
 ]
-FAKE_TOKEN_VOCAB = {"small": 512, "default": 4096}
 
 
-def _module(contender, t4rec, klass, **kwargs):
-    namespace = t4rec.masking if contender == T4REC else masking
-    return getattr(namespace, klass)(hidden_size=64, **kwargs)
+def _module(library, klass):
+    namespace = library.masking if library is not None else masking
+    return getattr(namespace, klass)(hidden_size=HIDDEN_SIZE)
 
 
 def _outputs(module):
     return [getattr(module, name, None) for name in ("mask_schema", "masked_targets", "perm_mask", "target_mapping")]
 
 
+@pytest.mark.parametrize("size", ["call", "masking_large"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("klass", CLASSES)
-def test_compute_masked_targets(
-    run_benchmark, output_bytes, contender, as_contender, t4rec, device, shapes, klass, mode
-):
-    batch, length = shapes["masking"]
+def test_compute_masked_targets(run_benchmark, output_bytes, contender, library, as_contender, device, shapes,
+                                klass, mode, size):
+    batch, length = getattr(shapes, size)
     ids = make_item_ids(batch, length, device)
-    module = _module(contender, t4rec, klass)
+    module = _module(library, klass)
     training = mode == "train"
 
     def call():
@@ -44,16 +44,16 @@ def test_compute_masked_targets(
         )
 
 
-def test_rtd_get_fake_tokens(run_benchmark, contender, as_contender, t4rec, device, shapes, pytestconfig):
-    batch, length = shapes["masking"]
-    vocab = FAKE_TOKEN_VOCAB[pytestconfig.getoption("--bench-size")]
+def test_rtd_get_fake_tokens(run_benchmark, contender, library, as_contender, device, shapes):
+    batch, length = shapes.masking_small
+    vocab = shapes.gumbel[1]
     ids = make_item_ids(batch, length, device)
-    targets = masking.MaskedLanguageModeling(hidden_size=64).compute_masked_targets(ids, training=True).targets
+    targets = masking.MaskedLanguageModeling(hidden_size=HIDDEN_SIZE).compute_masked_targets(ids, training=True).targets
     target_flat = targets.flatten()
     num_targets = int((target_flat != 0).sum())
     gen = torch.Generator().manual_seed(5)
     logits = torch.randn(num_targets, vocab, generator=gen).to(device)
-    module = _module(contender, t4rec, "ReplacementLanguageModeling")
+    module = _module(library, "ReplacementLanguageModeling")
 
     with as_contender():
         run_benchmark(
