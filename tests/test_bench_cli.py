@@ -2,6 +2,7 @@
 load from where they are said to (never silently from elsewhere); the time budget, the skips, the
 goals and the timing rules do what the report says."""
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -53,7 +54,7 @@ FAKE_T4REC = {
         @docstring_parameter(extra="unused")
         @masking_registry.register_with_multiple_names("mlm", "masked")
         class MaskedLanguageModeling(_MLM):
-            pass
+            "MLM of the stand-in archive ({extra})."
     """,
     "transformers4rec/torch/ranking_metric.py": """
         from fastmask.ranking_metric import *  # noqa: F401,F403
@@ -142,8 +143,9 @@ def quick_run(tmp_path_factory, fake_wheel):
 
 def test_quick_run_writes_json_markdown_and_png(quick_run):
     stem, stdout, _ = quick_run
-    png = stem.with_suffix(".png").read_bytes()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    if importlib.util.find_spec("matplotlib") is not None:
+        png = stem.with_suffix(".png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     markdown = stem.with_suffix(".md").read_text()
     assert "| op | shape | dtype | backend | time | runs | vs reference | baseline | vs baseline | GB/s |" in markdown
     assert "## Per-call time of the masking modules" in markdown and "## Goals" in markdown
@@ -210,7 +212,8 @@ def test_quick_run_records_environment_bandwidth_memory_and_goals(quick_run):
     assert env["torch"] == torch.__version__ and env["torch_threads"] == torch.get_num_threads()
     assert env["device"] == "cpu" and env["cpu_model"] and "reference" in env["backends_timed"]
     assert env["baselines"][T4REC].startswith("transformers4rec 23.12.0")
-    assert "stand-ins for merlin.models.utils.doc_utils, merlin.models.utils.registry" in env["baselines"][T4REC]
+    missing = sorted(name for name in baselines.STAND_INS if not baselines._importable(name))
+    assert f"stand-ins for {', '.join(missing) or 'none'})" in env["baselines"][T4REC]
     assert data["bandwidth"]["copy_gbps"] > 0 and data["bandwidth"]["read_gbps"] > 0
     assert all(row["peak_mem_bytes"] is None or row["peak_mem_bytes"] > 0 for row in data["rows"])
     assert {goal["case"] for goal in data["goals"]} == {"plm_train_small", "plm_train_large", "gumbel_fp32", "metrics_onehot"}
@@ -254,8 +257,9 @@ def test_t4rec_files_run_from_the_archive_with_stand_ins(tmp_path, layout):
     before = set(sys.modules)
     t4rec, label = baselines.load_t4rec("auto", path)
     assert t4rec.masking.LOADED_FROM_ARCHIVE and t4rec.masking.__file__ == f"{path}/{root}transformers4rec/torch/masking.py"
-    assert t4rec.masking.masking_registry.entries == {"mlm": t4rec.masking.MaskedLanguageModeling,
-                                                      "masked": t4rec.masking.MaskedLanguageModeling}
+    if not baselines._importable("merlin.models.utils.registry"):  # else Merlin's own registry
+        assert t4rec.masking.masking_registry.entries == {"mlm": t4rec.masking.MaskedLanguageModeling,
+                                                          "masked": t4rec.masking.MaskedLanguageModeling}
     assert t4rec.metrics.torch_utils is t4rec.utils and t4rec.metrics.NDCGAt.__module__ == "fastmask.ranking_metric"
     assert t4rec.sampler.__module__ == baselines.PREDICTION_TASK and t4rec.sampler_note is None
     assert label.startswith("transformers4rec 23.12.0 (") and os.path.basename(path) in label
