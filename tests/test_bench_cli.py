@@ -1,6 +1,7 @@
 """The benchmark package: a --quick run of the command line writes a complete report; the baselines
 load from where they are said to (never silently from elsewhere); the time budget, the skips, the
 goals and the timing rules do what the report says."""
+
 import contextlib
 import importlib.util
 import io
@@ -24,16 +25,45 @@ CPU = torch.device("cpu")
 # Each quick CPU case and its baseline (None: the case has none).
 QUICK_CASES = {
     **dict.fromkeys(cases.MASKING_CALLS, T4REC),
-    "plm_train_small": T4REC, "mlm_train_small": T4REC, "plm_train_large": T4REC, "plm_eval_large": T4REC,
-    "mlm_train_large": T4REC, "gumbel_fp32": T4REC, "metrics_onehot": T4REC, "metrics_multihot": T4REC,
-    "ranks_onehot": T4REC, "bert4rec_l200": RECBOLE, "bert4rec_l50": RECBOLE, "merlin_random": None,
-    "sampler": T4REC, "sampler_fixed": T4REC,
+    "plm_train_small": T4REC,
+    "mlm_train_small": T4REC,
+    "plm_train_large": T4REC,
+    "plm_eval_large": T4REC,
+    "mlm_train_large": T4REC,
+    "gumbel_fp32": T4REC,
+    "metrics_onehot": T4REC,
+    "metrics_multihot": T4REC,
+    "ranks_onehot": T4REC,
+    "bert4rec_l200": RECBOLE,
+    "bert4rec_l50": RECBOLE,
+    "merlin_random": None,
+    "sampler": T4REC,
+    "sampler_fixed": T4REC,
 }
 FLOOR_CASES = {"plm_train_small", "plm_train_large", "plm_eval_large"}
 ROW_FIELDS = {
-    "case", "op", "shape", "shape_str", "dtype", "backend", "kind", "timing", "baseline", "median_s", "runs",
-    "samples_s", "calls_per_sample", "ratio_vs_reference", "ratio_vs_baseline", "ratio_vs_t4rec", "gbps",
-    "floor_s", "time_over_floor", "pct_copy_bw", "peak_mem_bytes", "peak_mem_delta_bytes",
+    "case",
+    "op",
+    "shape",
+    "shape_str",
+    "dtype",
+    "backend",
+    "kind",
+    "timing",
+    "baseline",
+    "median_s",
+    "runs",
+    "samples_s",
+    "calls_per_sample",
+    "ratio_vs_reference",
+    "ratio_vs_baseline",
+    "ratio_vs_t4rec",
+    "gbps",
+    "floor_s",
+    "time_over_floor",
+    "pct_copy_bw",
+    "peak_mem_bytes",
+    "peak_mem_delta_bytes",
 }
 
 # -- a stand-in transformers4rec archive: fastmask's own modules under T4Rec's file names, with the
@@ -135,7 +165,9 @@ def _main(argv):
 def quick_run(tmp_path_factory, fake_wheel):
     """``fastmask-bench --quick`` on CPU against the stand-in archive, in this process."""
     out = tmp_path_factory.mktemp("bench-results")
-    status, stdout = _main(["--quick", "--device", "cpu", "--out", str(out), "--t4rec-wheel", fake_wheel, "--no-progress"])
+    status, stdout = _main(
+        ["--quick", "--device", "cpu", "--out", str(out), "--t4rec-wheel", fake_wheel, "--no-progress"]
+    )
     assert status == 0, stdout
     stem = out / (report.device_label(CPU) + "-quick")
     return stem, stdout, json.loads(stem.with_suffix(".json").read_text())
@@ -216,14 +248,20 @@ def test_quick_run_records_environment_bandwidth_memory_and_goals(quick_run):
     assert f"stand-ins for {', '.join(missing) or 'none'})" in env["baselines"][T4REC]
     assert data["bandwidth"]["copy_gbps"] > 0 and data["bandwidth"]["read_gbps"] > 0
     assert all(row["peak_mem_bytes"] is None or row["peak_mem_bytes"] > 0 for row in data["rows"])
-    assert {goal["case"] for goal in data["goals"]} == {"plm_train_small", "plm_train_large", "gumbel_fp32", "metrics_onehot"}
+    assert {goal["case"] for goal in data["goals"]} == {
+        "plm_train_small",
+        "plm_train_large",
+        "gumbel_fp32",
+        "metrics_onehot",
+    }
     assert all(goal["met"] is None and goal["status"] == "n/a (--quick shapes)" for goal in data["goals"])
 
 
 def test_without_t4rec_the_report_says_only_the_reference_was_compared(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers4rec", None)  # import fails
-    status, stdout = _main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--only", "call_plm_train",
-                            "--no-progress"])
+    status, stdout = _main(
+        ["--quick", "--device", "cpu", "--out", str(tmp_path), "--only", "call_plm_train", "--no-progress"]
+    )
     assert status == 0
     data = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert data["t4rec_loaded"] is False and "only fastmask's reference was compared" in stdout
@@ -237,9 +275,14 @@ def test_without_t4rec_the_report_says_only_the_reference_was_compared(tmp_path,
 def test_without_matplotlib_the_report_is_written_without_plot(quick_run, tmp_path, monkeypatch, capsys):
     _, _, data = quick_run
     find_spec = report.importlib.util.find_spec
-    monkeypatch.setattr(report.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else find_spec(name))
+    monkeypatch.setattr(
+        report.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else find_spec(name)
+    )
     paths = report.write_outputs(data, str(tmp_path), "no-plot")
-    assert sorted(paths) == ["json", "md"] and sorted(p.name for p in tmp_path.iterdir()) == ["no-plot.json", "no-plot.md"]
+    assert sorted(paths) == ["json", "md"] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "no-plot.json",
+        "no-plot.md",
+    ]
     assert "matplotlib is not installed" in capsys.readouterr().err
 
 
@@ -256,10 +299,15 @@ def test_t4rec_files_run_from_the_archive_with_stand_ins(tmp_path, layout):
     path = write_archive(tmp_path / name, root=root)
     before = set(sys.modules)
     t4rec, label = baselines.load_t4rec("auto", path)
-    assert t4rec.masking.LOADED_FROM_ARCHIVE and t4rec.masking.__file__ == f"{path}/{root}transformers4rec/torch/masking.py"
+    assert (
+        t4rec.masking.LOADED_FROM_ARCHIVE
+        and t4rec.masking.__file__ == f"{path}/{root}transformers4rec/torch/masking.py"
+    )
     if not baselines._importable("merlin.models.utils.registry"):  # else Merlin's own registry
-        assert t4rec.masking.masking_registry.entries == {"mlm": t4rec.masking.MaskedLanguageModeling,
-                                                          "masked": t4rec.masking.MaskedLanguageModeling}
+        assert t4rec.masking.masking_registry.entries == {
+            "mlm": t4rec.masking.MaskedLanguageModeling,
+            "masked": t4rec.masking.MaskedLanguageModeling,
+        }
     assert t4rec.metrics.torch_utils is t4rec.utils and t4rec.metrics.NDCGAt.__module__ == "fastmask.ranking_metric"
     assert t4rec.sampler.__module__ == baselines.PREDICTION_TASK and t4rec.sampler_note is None
     assert label.startswith("transformers4rec 23.12.0 (") and os.path.basename(path) in label
@@ -278,8 +326,20 @@ def test_an_archive_that_does_not_load_fails_loudly(tmp_path):
     with pytest.raises(baselines.BaselineError, match="fastmask_no_such_module"):
         baselines.load_t4rec("auto", path)
     with pytest.raises(SystemExit, match="did not load"):
-        cli.main(["--quick", "--device", "cpu", "--only", "merlin_random", "--out", str(tmp_path), "--no-progress",
-                  "--t4rec-wheel", path])
+        cli.main(
+            [
+                "--quick",
+                "--device",
+                "cpu",
+                "--only",
+                "merlin_random",
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+                "--t4rec-wheel",
+                path,
+            ]
+        )
     other = write_archive(tmp_path / "other.whl", {"other/torch/masking.py": ""})
     with pytest.raises(baselines.BaselineError, match="not a transformers4rec wheel or sdist"):
         baselines.load_t4rec("auto", other)
@@ -306,8 +366,13 @@ def test_installed_transformers4rec_is_used_when_it_imports(tmp_path, monkeypatc
         target = site / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(textwrap.dedent(text).lstrip())
-    for package in ("transformers4rec/torch", "transformers4rec/torch/utils", "transformers4rec/torch/model",
-                    "transformers4rec/config", "transformers4rec/torch/block"):
+    for package in (
+        "transformers4rec/torch",
+        "transformers4rec/torch/utils",
+        "transformers4rec/torch/model",
+        "transformers4rec/config",
+        "transformers4rec/torch/block",
+    ):
         (site / package / "__init__.py").parent.mkdir(parents=True, exist_ok=True)
         (site / package / "__init__.py").touch()
     (site / "transformers4rec/torch/block/base.py").write_text("Block = object\n")
@@ -320,8 +385,12 @@ def test_installed_transformers4rec_is_used_when_it_imports(tmp_path, monkeypatc
         def docstring_parameter(**kwargs): return lambda obj: obj
         class Schema: pass
     """)
-    for module in ("merlin/models/utils/registry.py", "merlin/models/utils/doc_utils.py", "merlin/schema/__init__.py",
-                   "merlin_standard_lib/__init__.py"):
+    for module in (
+        "merlin/models/utils/registry.py",
+        "merlin/models/utils/doc_utils.py",
+        "merlin/schema/__init__.py",
+        "merlin_standard_lib/__init__.py",
+    ):
         (site / module).parent.mkdir(parents=True, exist_ok=True)
         (site / module).write_text(registry)
     monkeypatch.syspath_prepend(str(site))
@@ -330,7 +399,9 @@ def test_installed_transformers4rec_is_used_when_it_imports(tmp_path, monkeypatc
     try:
         t4rec, label = baselines.load_t4rec("auto")
         assert label == "transformers4rec 0.0.test (installed)"
-        assert t4rec.masking.__name__ == "transformers4rec.torch.masking" and t4rec.masking.__file__.startswith(str(site))
+        assert t4rec.masking.__name__ == "transformers4rec.torch.masking" and t4rec.masking.__file__.startswith(
+            str(site)
+        )
         t4rec, _ = baselines.load_t4rec("installed")
         assert t4rec.sampler.__module__ == "transformers4rec.torch.model.prediction_task"
     finally:  # the stand-in package must not stay importable for the tests after this one
@@ -349,7 +420,9 @@ def test_t4rec_installed_without_transformers4rec_is_a_clear_error(monkeypatch, 
     assert baselines.load_t4rec("none")[0] is None
 
 
-@pytest.mark.skipif(not os.environ.get("FASTMASK_T4REC_WHEEL"), reason="FASTMASK_T4REC_WHEEL names no transformers4rec archive")
+@pytest.mark.skipif(
+    not os.environ.get("FASTMASK_T4REC_WHEEL"), reason="FASTMASK_T4REC_WHEEL names no transformers4rec archive"
+)
 def test_the_real_transformers4rec_archive_loads():
     path = os.environ["FASTMASK_T4REC_WHEEL"]
     t4rec, label = baselines.load_t4rec("auto", path)
@@ -387,8 +460,12 @@ def test_bert4rec_cases_use_recbole_when_it_imports(monkeypatch):
     interaction.Interaction = _FakeInteraction
     recbole = types.ModuleType("recbole")
     recbole.__version__ = "0.test"
-    for name, module in {"recbole": recbole, "recbole.data": types.ModuleType("recbole.data"),
-                         "recbole.data.transform": transform, "recbole.data.interaction": interaction}.items():
+    for name, module in {
+        "recbole": recbole,
+        "recbole.data": types.ModuleType("recbole.data"),
+        "recbole.data.transform": transform,
+        "recbole.data.interaction": interaction,
+    }.items():
         monkeypatch.setitem(sys.modules, name, module)
     library, note = baselines.load_recbole()
     assert note == "recbole 0.test MaskItemSequence (installed)"
@@ -400,7 +477,7 @@ def test_bert4rec_cases_use_recbole_when_it_imports(monkeypatch):
     assert transform_object.config["MAX_ITEM_LIST_LENGTH"] == case.shape["L"]
     assert transform_object.config["mask_ratio"] == cases.BERT4REC_MASK_RATIO
     assert transform_object.config["ITEM_ID_FIELD"] + transform_object.config["LIST_SUFFIX"] == "item_id_list"
-    (n_items, ids), = transform_object.calls
+    ((n_items, ids),) = transform_object.calls
     assert n_items == cases.N_ITEMS and ids is inputs["ids"]
 
 
@@ -444,8 +521,17 @@ def test_default_cases_have_the_goal_shapes():
 def test_only_selects_cases_by_glob_or_substring():
     built = cases.build_cases("cpu", quick=True)
     assert {c.name for c in cases.select_cases(built, "plm_*")} == {  # by name, or by op for the call_ cases
-        "plm_train_small", "plm_train_large", "plm_eval_large", "call_plm_train", "call_plm_eval"}
-    assert {c.name for c in cases.select_cases(built, "*_large")} == {"plm_train_large", "plm_eval_large", "mlm_train_large"}
+        "plm_train_small",
+        "plm_train_large",
+        "plm_eval_large",
+        "call_plm_train",
+        "call_plm_eval",
+    }
+    assert {c.name for c in cases.select_cases(built, "*_large")} == {
+        "plm_train_large",
+        "plm_eval_large",
+        "mlm_train_large",
+    }
     assert {c.name for c in cases.select_cases(built, "call_*")} == set(cases.MASKING_CALLS)
     assert {c.name for c in cases.select_cases(built, "gumbel")} == {"gumbel_fp32"}
     assert {c.name for c in cases.select_cases(built, "bert4rec*")} == {"bert4rec_l200", "bert4rec_l50"}
@@ -467,14 +553,16 @@ def test_metrics_cases_give_every_call_a_new_scores_tensor(name):
     """The metrics share a rank pass keyed by tensor identity and version: re-timing one tensor
     would measure a cache hit."""
     case = next(c for c in cases.build_cases("cpu", quick=True) if c.name == name)
-    namespace = types.SimpleNamespace(NDCGAt=_RecordingMetric, AvgPrecisionAt=_RecordingMetric, RecallAt=_RecordingMetric)
+    namespace = types.SimpleNamespace(
+        NDCGAt=_RecordingMetric, AvgPrecisionAt=_RecordingMetric, RecallAt=_RecordingMetric
+    )
     _RecordingMetric.seen = []
     call = case.baseline_fn(types.SimpleNamespace(metrics=namespace), case.make_inputs(CPU))
     for _ in range(4):
         call()
     seen = _RecordingMetric.seen
     assert len(seen) == 12
-    batches = [seen[i:i + 3] for i in range(0, 12, 3)]
+    batches = [seen[i : i + 3] for i in range(0, 12, 3)]
     for batch in batches:  # the three metrics of one call see one tensor
         assert len({entry[0] for entry in batch}) == 1
     for before, after in zip(batches, batches[1:]):  # consecutive calls: other object, other storage
@@ -504,32 +592,65 @@ def test_reference_is_skipped_on_a_gpu_above_the_size_limit():
 def test_gumbel_cases_on_a_gpu_time_the_read_and_philox_bounds():
     case = next(c for c in cases.build_cases("cuda") if c.name == "gumbel_bf16")
     found = baselines.Baselines({}, {})
-    names = [(c.name, c.kind) for c in runner.contenders(case, ["reference", "triton"], torch.device("cuda"), found, {})]
-    assert names == [("reference", "backend"), ("triton", "backend"), ("read bound", "bound"), ("philox bound", "bound")]
+    names = [
+        (c.name, c.kind) for c in runner.contenders(case, ["reference", "triton"], torch.device("cuda"), found, {})
+    ]
+    assert names == [
+        ("reference", "backend"),
+        ("triton", "backend"),
+        ("read bound", "bound"),
+        ("philox bound", "bound"),
+    ]
 
 
 def test_a_spent_time_budget_reports_the_contenders_left_as_not_timed(tmp_path):
-    status, stdout = _main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--only", "plm_*", "--t4rec", "none",
-                            "--time-budget", "0.001", "--no-progress"])
+    status, stdout = _main(
+        [
+            "--quick",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+            "--only",
+            "plm_*",
+            "--t4rec",
+            "none",
+            "--time-budget",
+            "0.001",
+            "--no-progress",
+        ]
+    )
     assert status == 0  # not timed is no error
     data = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert data["settings"]["time_budget_s"] == 0.001
-    assert data["rows"] and all(row["skipped"].startswith("not timed: the run's time budget (0.001 s) was spent")
-                                for row in data["rows"])
+    assert data["rows"] and all(
+        row["skipped"].startswith("not timed: the run's time budget (0.001 s) was spent") for row in data["rows"]
+    )
     assert "## Not timed" in next(tmp_path.glob("*.md")).read_text() and "note: plm_train_large / reference" in stdout
 
 
 def test_the_time_budget_is_shared_by_the_measurements_left():
-    run = runner.Runner(CPU, ["reference"], baselines.Baselines({}, {}), None, runner.Progress(False, 0.0),
-                        deadline=time.perf_counter() + 10.0, budget_s=15.0)
+    run = runner.Runner(
+        CPU,
+        ["reference"],
+        baselines.Baselines({}, {}),
+        None,
+        runner.Progress(False, 0.0),
+        deadline=time.perf_counter() + 10.0,
+        budget_s=15.0,
+    )
     assert 4.0 < run._share(2) <= 5.0 and run._share(10_000) == 0.02
     assert runner.Runner(CPU, [], baselines.Baselines({}, {}), None, None)._share(3) is None
 
 
 def test_progress_goes_to_stderr(tmp_path, capsys):
     with contextlib.redirect_stdout(io.StringIO()):
-        assert cli.main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--only", "merlin_random",
-                         "--t4rec", "none"]) == 0
+        assert (
+            cli.main(
+                ["--quick", "--device", "cpu", "--out", str(tmp_path), "--only", "merlin_random", "--t4rec", "none"]
+            )
+            == 0
+        )
     err = capsys.readouterr().err
     assert "fastmask-bench [" in err and "merlin_random / cpp:" in err and "done in" in err
 
@@ -594,8 +715,15 @@ def test_philox_bound_makes_every_draw_of_the_sampling_layout():
 # -- goals ---------------------------------------------------------------------------------------
 def _row(case, backend, median, baseline=T4REC, kind=None):
     kind = kind or ("baseline" if backend in (T4REC, RECBOLE) else "floor" if backend == "floor" else "backend")
-    return {"case": case, "backend": backend, "kind": kind, "baseline": baseline, "median_s": median,
-            "bytes_read": 0, "bytes_written": 10**9}
+    return {
+        "case": case,
+        "backend": backend,
+        "kind": kind,
+        "baseline": baseline,
+        "median_s": median,
+        "bytes_read": 0,
+        "bytes_written": 10**9,
+    }
 
 
 def _goals(device, rows, **kwargs):
@@ -605,11 +733,15 @@ def _goals(device, rows, **kwargs):
 
 def test_cpu_goals_are_met_not_met_or_not_measured():
     rows = [
-        _row("plm_train_small", T4REC, 1.0), _row("plm_train_small", "cpp", 0.005),  # 200x
-        _row("gumbel_fp32", T4REC, 1.0), _row("gumbel_fp32", "cpp", 0.5),  # 2x
-        _row("plm_train_large", "cpp", 3.0), _row("plm_train_large", "floor", 1.0),  # 3x the floor
+        _row("plm_train_small", T4REC, 1.0),
+        _row("plm_train_small", "cpp", 0.005),  # 200x
+        _row("gumbel_fp32", T4REC, 1.0),
+        _row("gumbel_fp32", "cpp", 0.5),  # 2x
+        _row("plm_train_large", "cpp", 3.0),
+        _row("plm_train_large", "floor", 1.0),  # 3x the floor
         # A speed-up against another baseline is no speed-up against T4Rec.
-        _row("metrics_onehot", RECBOLE, 1.0, RECBOLE), _row("metrics_onehot", "cpp", 0.001, RECBOLE),
+        _row("metrics_onehot", RECBOLE, 1.0, RECBOLE),
+        _row("metrics_onehot", "cpp", 0.001, RECBOLE),
     ]
     runner.add_derived(rows, {"copy_gbps": 10.0, "read_gbps": 10.0})
     assert rows[-1]["ratio_vs_baseline"] == pytest.approx(1000) and rows[-1]["ratio_vs_t4rec"] is None
@@ -625,10 +757,14 @@ def test_gpu_goals_of_the_hot_path():
     rows = [_row(name, "triton", 50e-6) for name in cases.MASKING_CALLS]
     rows[1]["median_s"] = 70e-6  # call_plm_train over 60 us
     rows += [
-        _row("plm_train_large", T4REC, 0.4), _row("plm_train_large", "triton", 0.4e-3),  # 1000x; 2.5 TB/s written
-        _row("gumbel_fp32", T4REC, 8.6e-3), _row("gumbel_fp32", "triton", 1.0e-3),  # 8.6x
-        _row("gumbel_fp32", "read bound", 0.4e-3, kind="bound"), _row("gumbel_fp32", "philox bound", 0.6e-3, kind="bound"),
-        _row("metrics_onehot", T4REC, 170e-3), _row("metrics_onehot", "triton", 10e-3),  # 17x
+        _row("plm_train_large", T4REC, 0.4),
+        _row("plm_train_large", "triton", 0.4e-3),  # 1000x; 2.5 TB/s written
+        _row("gumbel_fp32", T4REC, 8.6e-3),
+        _row("gumbel_fp32", "triton", 1.0e-3),  # 8.6x
+        _row("gumbel_fp32", "read bound", 0.4e-3, kind="bound"),
+        _row("gumbel_fp32", "philox bound", 0.6e-3, kind="bound"),
+        _row("metrics_onehot", T4REC, 170e-3),
+        _row("metrics_onehot", "triton", 10e-3),  # 17x
     ]
     runner.add_derived(rows, {"copy_gbps": 4000.0, "read_gbps": 4000.0})
     found = _goals("cuda", rows, duration_s=118.0)
@@ -636,15 +772,25 @@ def test_gpu_goals_of_the_hot_path():
     assert found["plm_train_large", "write_fraction_of_copy"]["value"] == pytest.approx(10**9 / 0.4e-3 / 4e12)
     assert found["plm_train_large", "ratio_vs_t4rec"]["met"] is True
     assert found["gumbel_fp32", "ratio_vs_t4rec"]["met"] is True
-    assert found["gumbel_bf16", "ratio_vs_t4rec"]["status"].startswith("n/a (backend triton or case gumbel_bf16 not run")
+    assert found["gumbel_bf16", "ratio_vs_t4rec"]["status"].startswith(
+        "n/a (backend triton or case gumbel_bf16 not run"
+    )
     assert found["metrics_onehot", "ratio_vs_t4rec"]["status"] == "NOT met"
+    rows.append({**_row("plm_eval_large", T4REC, None), "skipped": "not timed: out of memory (...)"})
+    rows.append(_row("plm_eval_large", "triton", 1e-3))
+    runner.add_derived(rows, {"copy_gbps": 4000.0, "read_gbps": 4000.0})
+    assert _goals("cuda", rows)["plm_eval_large", "ratio_vs_t4rec"]["status"] == (
+        "n/a (T4Rec not timed: out of memory (...))"
+    )
     assert found["run", "duration_s"]["met"] is True and found["run", "duration_s"]["value"] == 118.0
     gumbel = next(r for r in rows if r["case"] == "gumbel_fp32" and r["backend"] == "triton")
     assert gumbel["binding_bound"] == "philox bound" and gumbel["time_over_bound"] == pytest.approx(1.0 / 0.6)
     assert not _goals("cuda", rows, duration_s=130.0)["run", "duration_s"]["met"]
     assert _goals("cuda", rows, selected=True)["run", "duration_s"]["status"] == "n/a (--only ran a subset)"
     without = _goals("cuda", rows, t4rec_loaded=False)
-    assert without["gumbel_fp32", "ratio_vs_t4rec"]["status"] == "n/a (no T4Rec baseline: only the reference was compared)"
+    assert (
+        without["gumbel_fp32", "ratio_vs_t4rec"]["status"] == "n/a (no T4Rec baseline: only the reference was compared)"
+    )
     assert without["call_mlm_train", "median_s"]["met"] is True  # goals that need no T4Rec still count
 
 
@@ -689,6 +835,7 @@ def test_a_contender_that_raises_is_reported_and_fails_the_run(monkeypatch, tmp_
     def failing_fastmask_fn(inputs):
         def call():
             raise RuntimeError("kernel exploded")
+
         return call
 
     build_cases = cases.build_cases
@@ -699,9 +846,28 @@ def test_a_contender_that_raises_is_reported_and_fails_the_run(monkeypatch, tmp_
         return [case]
 
     monkeypatch.setattr(cli, "build_cases", only_mlm)
-    status, stdout = _main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--t4rec", "none", "--no-progress",
-                            "--backend", "cpp"])
+    status, stdout = _main(
+        ["--quick", "--device", "cpu", "--out", str(tmp_path), "--t4rec", "none", "--no-progress", "--backend", "cpp"]
+    )
     assert status == 1
     assert "error: mlm_train_small / cpp: RuntimeError: kernel exploded" in stdout
     (markdown,) = tmp_path.glob("*.md")
     assert "## Errors" in markdown.read_text() and "kernel exploded" in markdown.read_text()
+
+
+def test_a_baseline_out_of_gpu_memory_is_not_timed_and_a_backend_out_of_memory_is_an_error():
+    def out_of_memory():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 32.00 GiB")
+
+    run = runner.Runner(
+        CPU,
+        ["reference"],
+        baselines.Baselines({}, {}),
+        timing.Timer(CPU, timing.TimingPolicy.default("cpu", quick=True)),
+        runner.Progress(False, 0.0),
+    )
+    case = _case()
+    baseline = runner.Contender(T4REC, "baseline", lambda: out_of_memory)
+    backend = runner.Contender("reference", "backend", lambda: out_of_memory, backend="reference")
+    assert run._time(case, baseline, None)["skipped"].startswith("not timed: out of memory (OutOfMemoryError: CUDA")
+    assert run._time(case, backend, None)["error"].startswith("OutOfMemoryError: CUDA out of memory")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .cases import MASKING_CALLS
+from .cases import MASKING_CALLS, T4REC
 
 RUN = "run"  # a goal on the whole run rather than on one case
 GPU_RUN_BUDGET_S = 120.0
@@ -88,7 +88,7 @@ def evaluate_goals(device_type: str, rows: list[dict], *, quick: bool, selected:
         elif row is None:
             why = f"backend {goal.backend} or case {goal.case} not run"
         elif row.get(goal.metric) is None:
-            why = row.get("error") or row.get("skipped") or "not measured"
+            why = row.get("error") or row.get("skipped") or _why_no_t4rec(goal, rows) or "not measured"
         else:
             value = row[goal.metric]
         if value is None:
@@ -98,3 +98,17 @@ def evaluate_goals(device_type: str, rows: list[dict], *, quick: bool, selected:
             entry.update(value=value, met=met, status="met" if met else "NOT met")
         results.append(entry)
     return results
+
+
+def _why_no_t4rec(goal: Goal, rows: list[dict]) -> Optional[str]:
+    """For a ratio to T4Rec that is missing: what happened to the case's T4Rec row."""
+    if goal.metric != "ratio_vs_t4rec":
+        return None
+    t4rec = next((r for r in rows if r["case"] == goal.case and r["backend"] == T4REC), None)
+    if t4rec is None:
+        return "no T4Rec row"
+    if t4rec.get("error"):
+        return f"T4Rec failed: {t4rec['error']}"
+    if t4rec.get("skipped"):
+        return f"T4Rec {t4rec['skipped']}"
+    return None

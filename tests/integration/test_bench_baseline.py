@@ -3,6 +3,7 @@ one, and, run from an archive of its files with stand-ins for Merlin, code that 
 
 Needs transformers4rec (``.ci/integration`` builds an environment with it); skipped without it.
 """
+
 import pathlib
 import sys
 import zipfile
@@ -60,8 +61,10 @@ def loaded(archive):
     return installed, from_archive
 
 
-@pytest.mark.parametrize("klass", ["CausalLanguageModeling", "MaskedLanguageModeling", "PermutationLanguageModeling",
-                                   "ReplacementLanguageModeling"])
+@pytest.mark.parametrize(
+    "klass",
+    ["CausalLanguageModeling", "MaskedLanguageModeling", "PermutationLanguageModeling", "ReplacementLanguageModeling"],
+)
 @pytest.mark.parametrize("training", [True, False])
 def test_masking_from_the_archive_equals_the_installed_package(loaded, klass, training):
     installed, from_archive = loaded
@@ -85,7 +88,9 @@ def test_metrics_from_the_archive_equal_the_installed_package(loaded, metric, on
     installed, from_archive = loaded
     gen = torch.Generator().manual_seed(5)
     scores = torch.randn(40, 300, generator=gen)
-    target = torch.randint(0, 300, (40,), generator=gen) if onehot else (torch.rand(40, 300, generator=gen) < 0.02).float()
+    target = (
+        torch.randint(0, 300, (40,), generator=gen) if onehot else (torch.rand(40, 300, generator=gen) < 0.02).float()
+    )
     values = []
     for t4rec in (installed, from_archive):
         module = getattr(t4rec.metrics, metric)(top_ks=[1, 5, 20], labels_onehot=onehot)
