@@ -583,7 +583,7 @@ def test_reference_is_skipped_on_a_gpu_above_the_size_limit():
     small = _case(bytes_read=runner.REFERENCE_MAX_BYTES_GPU - 1, bytes_written=1)
     gpu = torch.device("cuda")
     skipped = {c.name: c.skip for c in runner.contenders(big, ["reference", "triton"], gpu, found, {})}
-    assert skipped["reference"].startswith("not timed: the reference is skipped on a GPU above 32 MiB")
+    assert skipped["reference"].startswith("not timed: on a GPU the reference (the oracle) is timed up to 32 MiB")
     assert skipped["triton"] is None and skipped["floor"] is None
     assert all(c.skip is None for c in runner.contenders(small, ["reference", "triton"], gpu, found, {}))
     assert all(c.skip is None for c in runner.contenders(big, ["reference", "cpp"], CPU, found, {}))
@@ -871,3 +871,69 @@ def test_a_baseline_out_of_gpu_memory_is_not_timed_and_a_backend_out_of_memory_i
     backend = runner.Contender("reference", "backend", lambda: out_of_memory, backend="reference")
     assert run._time(case, baseline, None)["skipped"].startswith("not timed: out of memory (OutOfMemoryError: CUDA")
     assert run._time(case, backend, None)["error"].startswith("OutOfMemoryError: CUDA out of memory")
+
+
+class _FakeGpuTimer:
+    """Stands in for the CUDA timer: eager batches of 100 calls, and a graph capture that fails or not."""
+
+    def __init__(self, capture_error=None):
+        self.capture_error = capture_error
+
+    def back_to_back(self, fn, compiles, budget_s):
+        fn()
+        return timing.Measurement([40e-6] * 5, calls_per_sample=100)
+
+    def per_call(self, fn, compiles, budget_s):
+        fn()
+        return timing.Measurement([1e-3] * 5)
+
+    def graph_replay(self, fn, budget_s):
+        if self.capture_error:
+            raise RuntimeError(self.capture_error)
+        return timing.Measurement([8e-6] * 5, calls_per_sample=100)
+
+
+class _NoMemory:
+    result = {"peak_mem_bytes": 1000, "peak_mem_delta_bytes": 10}
+
+    def __init__(self, device):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+@pytest.mark.parametrize("capture_error", [None, "operation not permitted when stream is capturing"])
+def test_gpu_back_to_back_cases_are_also_timed_under_graph_replay(monkeypatch, capture_error):
+    monkeypatch.setattr(runner, "PeakMemory", _NoMemory)
+    gpu = torch.device("cuda")
+    found = baselines.Baselines({}, {})
+    call = next(c for c in cases.build_cases("cpu", quick=True) if c.name == "call_mlm_train")
+    large = next(c for c in cases.build_cases("cpu", quick=True) if c.name == "mlm_train_large")
+    run = runner.Runner(gpu, ["reference", "triton"], found, _FakeGpuTimer(capture_error), runner.Progress(False, 0.0))
+    rows = []
+    for case in (call, large):
+        inputs = case.make_inputs(CPU)
+        for contender in runner.contenders(case, ["reference", "triton"], gpu, found, inputs):
+            rows.append({**run._row(case, contender), **run._time(case, contender, None)})
+    by = {(row["case"], row["backend"]): row for row in rows}
+    assert by["call_mlm_train", "triton"]["calls_per_sample"] == 100
+    assert "graph_median_s" not in by["call_mlm_train", "reference"]  # the reference is not captured
+    assert "graph_median_s" not in by["mlm_train_large", "triton"]  # per-call cases are not captured
+    triton = by["call_mlm_train", "triton"]
+    if capture_error:
+        assert triton["graph_error"] == f"RuntimeError: {capture_error}" and "error" not in triton
+    else:
+        assert triton["graph_median_s"] == 8e-6 and triton["graph_calls_per_sample"] == 100
+    runner.add_derived(rows, {"copy_gbps": 4000.0, "read_gbps": 4000.0})
+    data = {"environment": {"device": "cuda"}, "rows": rows}
+    header, lines = report.table_rows(data)
+    graph = header.index("graph replay")
+    shown = {(line[0], line[1], line[3]): line[graph] for line in lines}
+    assert shown["mlm_train", "B=2 L=4", "triton"] == ("capture failed" if capture_error else "8 us")
+    assert shown["mlm_train", "B=2 L=4", "reference"] == "-"
+    assert report.per_call_rows(data)[0] == ["call", "shape", "backend", "per call", "graph replay", "T4Rec per call"]
+    assert bool(report.notes(data)) == bool(capture_error)

@@ -25,8 +25,8 @@ BOUNDS = (READ_BOUND, PHILOX_BOUND)
 # Backends that measure speed on each device: the Triton interpreter on CPU only checks correctness.
 DEVICE_BACKENDS = {"cpu": ("reference", "cpp"), "cuda": ("reference", "cuda", "triton")}
 COMPILING = ("triton", PHILOX_BOUND)  # their first call at a new shape may compile kernels
-# On a GPU the reference (the oracle, with its Philox draws in numpy on the host) would take minutes
-# on the large cases: it is not timed when a case moves more than this.
+# On a GPU the reference (the oracle: Philox draws in numpy on the host, sorts) would take minutes on
+# the large cases: it is not timed when a case moves more than this.
 REFERENCE_MAX_BYTES_GPU = 32 * 2**20
 RESERVED_S = 10.0  # of a run's time budget, kept for the imports before the run and writing the report
 
@@ -101,8 +101,8 @@ def contenders(case: Case, backends: list[str], device: torch.device, baselines:
     for name in backends:
         skip = None
         if name == REFERENCE and device.type == "cuda" and case.bytes_moved > REFERENCE_MAX_BYTES_GPU:
-            skip = (f"not timed: the reference is skipped on a GPU above {REFERENCE_MAX_BYTES_GPU // 2**20} MiB "
-                    "moved (its host-side Philox draws take minutes there)")
+            skip = (f"not timed: on a GPU the reference (the oracle) is timed up to {REFERENCE_MAX_BYTES_GPU // 2**20} "
+                    "MiB moved; at this size it takes minutes")
         out.append(Contender(name, "backend", lambda: case.fastmask_fn(inputs), backend=name, skip=skip))
     if case.floor_outputs:
         out.append(Contender(FLOOR, "floor", lambda: floor_fn(case, device)))
