@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+import fastmask
+from fastmask import ops
 from fastmask.bench import baselines, cases, cli, goals, report, runner, timing
 from fastmask.bench.cases import BACK_TO_BACK, RECBOLE, T4REC
 
@@ -64,6 +66,7 @@ ROW_FIELDS = {
     "pct_copy_bw",
     "peak_mem_bytes",
     "peak_mem_delta_bytes",
+    "fallback",
 }
 
 # -- a stand-in transformers4rec archive: fastmask's own modules under T4Rec's file names, with the
@@ -202,7 +205,7 @@ def test_quick_run_json_has_every_case_with_reference_and_baseline(quick_run):
     for case, baseline in QUICK_CASES.items():
         expected = timed | ({baseline} & loaded) | ({"floor"} if case in FLOOR_CASES else set())
         assert {row["backend"] for row in rows if row["case"] == case} == expected, case
-    assert not [row for row in rows if row.get("error") or row.get("skipped")]
+    assert not [row for row in rows if row.get("error") or row.get("skipped") or row.get("fallback")]
     medians = {(row["case"], row["backend"]): row["median_s"] for row in rows}
     for row in rows:
         assert ROW_FIELDS <= row.keys(), row["case"]
@@ -565,7 +568,7 @@ def test_metrics_cases_give_every_call_a_new_scores_tensor(name):
     batches = [seen[i : i + 3] for i in range(0, 12, 3)]
     for batch in batches:  # the three metrics of one call see one tensor
         assert len({entry[0] for entry in batch}) == 1
-    for before, after in zip(batches, batches[1:]):  # consecutive calls: other object, other storage
+    for before, after in zip(batches, batches[1:], strict=False):  # consecutive calls: other object, other storage
         assert before[0][2] is not after[0][2] and before[0][1] != after[0][1]
 
 
@@ -626,7 +629,8 @@ def test_a_spent_time_budget_reports_the_contenders_left_as_not_timed(tmp_path):
     assert data["rows"] and all(
         row["skipped"].startswith("not timed: the run's time budget (0.001 s) was spent") for row in data["rows"]
     )
-    assert "## Not timed" in next(tmp_path.glob("*.md")).read_text() and "note: plm_train_large / reference" in stdout
+    assert "## Notes: not timed, not captured, fallbacks" in next(tmp_path.glob("*.md")).read_text()
+    assert "note: plm_train_large / reference" in stdout
 
 
 def test_the_time_budget_is_shared_by_the_measurements_left():
@@ -937,3 +941,22 @@ def test_gpu_back_to_back_cases_are_also_timed_under_graph_replay(monkeypatch, c
     assert shown["mlm_train", "B=2 L=4", "reference"] == "-"
     assert report.per_call_rows(data)[0] == ["call", "shape", "backend", "per call", "graph replay", "T4Rec per call"]
     assert bool(report.notes(data)) == bool(capture_error)
+
+
+def test_a_backend_without_a_kernel_for_an_op_is_shown_as_a_fallback(monkeypatch):
+    case = next(c for c in cases.build_cases("cpu", quick=True) if c.name == "call_mlm_train")
+    call = case.fastmask_fn(case.make_inputs(CPU))
+    with fastmask.use_backend("reference"):
+        assert runner.fallbacks(call, "reference", "cpu") == []
+    op = ops.TABLE["mlm_train"]
+    monkeypatch.setattr(op, "kernel", lambda device_type: ("reference", op.reference))
+    assert runner.fallbacks(call, "triton", "cpu") == ["mlm_train runs on reference"]
+    rows = [_row("call_mlm_train", "triton", 70e-6) | {"fallback": "mlm_train runs on reference"}]
+    runner.add_derived(rows, {"copy_gbps": 1.0, "read_gbps": 1.0})
+    goal = _goals("cuda", rows)["call_mlm_train", "median_s"]
+    assert goal["status"] == "n/a (triton has no kernel for every op of the call: mlm_train runs on reference)"
+    data = {"environment": {"device": "cuda"}, "rows": [{**rows[0], "op": "mlm_train", "shape_str": "B=2 L=4",
+                                                          "dtype": "int64", "timing": BACK_TO_BACK}]}
+    assert report.table_rows(data)[1][0][3] == "triton (fell back)"
+    assert report.notes(data) == ["call_mlm_train / triton: no triton kernel, so this row times another backend: "
+                                  "mlm_train runs on reference"]

@@ -87,6 +87,8 @@ def evaluate_goals(device_type: str, rows: list[dict], *, quick: bool, selected:
             why = "no T4Rec baseline: only the reference was compared"
         elif row is None:
             why = f"backend {goal.backend} or case {goal.case} not run"
+        elif row.get("fallback"):
+            why = f"{goal.backend} has no kernel for every op of the call: {row['fallback']}"
         elif row.get(goal.metric) is None:
             why = row.get("error") or row.get("skipped") or _why_no_t4rec(goal, rows) or "not measured"
         else:

@@ -165,7 +165,8 @@ def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     lines = []
     for row in report["rows"]:
         limit, over = _limit_cells(row)
-        cells = [row["op"], row["shape_str"], row["dtype"], row["backend"], _time_cell(row), _runs_cell(row)]
+        backend = row["backend"] + (" (fell back)" if row.get("fallback") else "")
+        cells = [row["op"], row["shape_str"], row["dtype"], backend, _time_cell(row), _runs_cell(row)]
         if gpu:
             cells.append(_graph_cell(row))
         cells += [
@@ -199,10 +200,10 @@ def per_call_rows(report: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def format_text_table(header: list[str], lines: list[list[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
 
     def fmt(cells):
-        return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)).rstrip()
+        return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(cells) for cells in lines])
 
 
@@ -238,6 +239,8 @@ def notes(report: dict) -> list[str]:
     lines = [f"{row['case']} / {row['backend']}: {row['skipped']}" for row in report["rows"] if row.get("skipped")]
     lines += [f"{row['case']} / {row['backend']}: CUDA-graph capture failed: {row['graph_error']}"
               for row in report["rows"] if row.get("graph_error")]
+    lines += [f"{row['case']} / {row['backend']}: no {row['backend']} kernel, so this row times another "
+              f"backend: {row['fallback']}" for row in report["rows"] if row.get("fallback")]
     return lines
 
 
@@ -293,7 +296,7 @@ def format_markdown(report: dict) -> str:
         format_markdown_table(*goal_rows(report)),
     ]
     if notes(report):
-        parts += ["", "## Not timed", ""] + [f"- {line}" for line in notes(report)]
+        parts += ["", "## Notes: not timed, not captured, fallbacks", ""] + [f"- {line}" for line in notes(report)]
     if errors(report):
         parts += ["", "## Errors", ""] + [f"- {line}" for line in errors(report)]
     return "\n".join(parts) + "\n"

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastmask
+from fastmask import ops
 
 from .baselines import Baselines
 from .cases import BACK_TO_BACK, T4REC, Case, build_cases
@@ -112,6 +114,30 @@ def contenders(case: Case, backends: list[str], device: torch.device, baselines:
     return out
 
 
+class _FastmaskOps(TorchDispatchMode):
+    """Records the names of the fastmask ops a call dispatches (under a dispatch mode every op call
+    goes through the dispatcher)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "fastmask":
+            self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def fallbacks(call: Callable[[], object], backend: str, device_type: str) -> list[str]:
+    """The fastmask ops that ``call`` dispatches and ``backend`` has no kernel for, each with the
+    backend it runs on instead: such a row times that backend, not the one it is named after. Run
+    under ``fastmask.use_backend(backend)``."""
+    with _FastmaskOps() as recorder:
+        call()
+    ran = {name: ops.TABLE[name].kernel(device_type)[0] for name in recorder.names if name in ops.TABLE}
+    return [f"{name} runs on {runs_on}" for name, runs_on in sorted(ran.items()) if runs_on != backend]
+
+
 def free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -148,6 +174,7 @@ class Runner:
         self.progress = progress
         self.deadline = deadline  # time.perf_counter() value
         self.budget_s = budget_s
+        self.fallbacks: dict = {}  # (case, backend) -> ops that ran on another backend
 
     def prime(self, cases: list[Case]) -> None:
         """Call every contender once at tiny shapes, so one-time costs (imports, first dispatch,
@@ -161,7 +188,12 @@ class Runner:
                     continue
                 try:
                     with contender.context():
-                        contender.make_fn()()
+                        call = contender.make_fn()
+                        if contender.kind == "backend":
+                            self.fallbacks[case.name, contender.name] = fallbacks(call, contender.name,
+                                                                                 self.device.type)
+                        else:
+                            call()
                 except Exception:
                     pass
             del inputs
@@ -217,6 +249,7 @@ class Runner:
             "baseline": case.baseline if baseline_loaded else None,
             "baseline_missing": case.baseline if case.baseline and not baseline_loaded else None,
             "bytes_read": bytes_read, "bytes_written": bytes_written,
+            "fallback": "; ".join(self.fallbacks.get((case.name, contender.name), [])) or None,
         }
 
     def _time(self, case: Case, contender: Contender, budget_s: Optional[float]) -> dict:

@@ -135,7 +135,7 @@ class Timer:
             return samples
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-        for start, end in zip(starts, ends):
+        for start, end in zip(starts, ends, strict=True):
             if cold:
                 self.flush.zero_()
             start.record()
@@ -143,7 +143,7 @@ class Timer:
                 fn()
             end.record()
         torch.cuda.synchronize(self.device)
-        return [start.elapsed_time(end) / 1e3 / calls for start, end in zip(starts, ends)]
+        return [start.elapsed_time(end) / 1e3 / calls for start, end in zip(starts, ends, strict=True)]
 
 
 # -- memory --------------------------------------------------------------------------------------

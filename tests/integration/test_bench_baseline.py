@@ -1,7 +1,7 @@
 """The benchmark's Transformers4Rec baseline is Transformers4Rec: the installed package when there is
 one, and, run from an archive of its files with stand-ins for Merlin, code that behaves as it does.
 
-Needs transformers4rec (``.ci/integration`` builds an environment with it); skipped without it.
+Needs transformers4rec (``make install`` puts it in the environment); skipped without it.
 """
 
 import pathlib
@@ -76,8 +76,7 @@ def test_masking_from_the_archive_equals_the_installed_package(loaded, klass, tr
         outputs = module.compute_masked_targets(ids, training=training)
         extra = [getattr(module, name, None) for name in ("perm_mask", "target_mapping")]
         results.append([outputs.schema, outputs.targets] + [t for t in extra if isinstance(t, torch.Tensor)])
-    assert len(results[0]) == len(results[1])
-    for got, want in zip(results[1], results[0]):
+    for got, want in zip(results[1], results[0], strict=True):
         assert got.dtype == want.dtype and torch.equal(got, want)
     assert results[0][0].any()  # something was masked
 
@@ -106,5 +105,5 @@ def test_sampler_from_the_archive_equals_the_installed_package(loaded):
     for t4rec in (installed, from_archive):
         torch.manual_seed(4)
         draws.append(t4rec.sampler(200, 10_000).sample(labels))
-    for got, want in zip(draws[1], draws[0]):
+    for got, want in zip(draws[1], draws[0], strict=True):
         assert got.dtype == want.dtype and torch.equal(got, want)
