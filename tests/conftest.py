@@ -40,3 +40,16 @@ def backend(request) -> Backend:
 def any_backend(request) -> Backend:
     """The reference and each kernel backend in turn (tests of behaviour every backend shares)."""
     return Backend("reference", "cpu", False) if request.param == "reference" else request.param
+
+
+# Tests that run on a GPU, for `pytest -m gpu` (.ci/gpu): those of a GPU backend, and the files whose
+# every test uses the GPU where there is one.
+_GPU_FILES = ("test_gpu.py", "test_triton_kernels.py")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {}).values()
+        on_gpu = any(isinstance(value, Backend) and value.device == "cuda" for value in params)
+        if on_gpu or item.path.name in _GPU_FILES:
+            item.add_marker(pytest.mark.gpu)
