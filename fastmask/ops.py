@@ -180,15 +180,20 @@ def check_ids(name: str, ids, padding_idx) -> None:
         raise ValueError(f"padding_idx={padding_idx} does not fit the dtype of {name}, {ids.dtype}")
 
 
+def _same_device(tensor: Tensor, data: Tensor) -> bool:
+    # CPU and CUDA devices compare without building torch.device objects (other kinds compare devices);
+    # get_device() is -1 for the CPU and for other kinds alike (meta), hence is_cpu too.
+    return (tensor.get_device() == data.get_device() and tensor.is_cuda == data.is_cuda
+            and tensor.is_cpu == data.is_cpu and (data.is_cpu or data.is_cuda or tensor.device == data.device))
+
+
 def check_seed(seed, data: Tensor) -> None:
     """``seed``: an int64 tensor of one value on the device of ``data``."""
     if not isinstance(seed, Tensor) or seed.dtype != torch.int64:
         raise TypeError(f"seed must be an int64 tensor, got {_type_name(seed)}")
     if seed.numel() != 1:
         raise ValueError(f"seed must hold exactly one value, got shape {tuple(seed.shape)}")
-    # Device indices and kinds compare without building torch.device objects (other kinds compare devices).
-    if (seed.get_device() != data.get_device() or seed.is_cuda != data.is_cuda
-            or not (data.is_cpu or data.is_cuda or seed.device == data.device)):
+    if not _same_device(seed, data):
         raise ValueError(f"seed must be on {data.device} like the data, got {seed.device}")
 
 

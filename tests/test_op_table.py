@@ -125,6 +125,8 @@ def test_triton_launchers_are_named_like_the_ops():
         (lambda: ops.mlm_train(IDS, SEED.int(), 0, 5), TypeError, "seed must be an int64"),
         (lambda: ops.mlm_train(IDS, 1, 0, 5), TypeError, "seed must be an int64"),
         (lambda: ops.mlm_train(IDS, torch.tensor([1, 2]), 0, 5), ValueError, "seed must hold exactly one"),
+        (lambda: ops.mlm_train(IDS, torch.empty(1, dtype=torch.long, device="meta"), 0, 5), ValueError,
+         "seed must be on cpu like the data, got meta"),
         (lambda: ops.mlm_train(IDS, SEED, 0, -1), ValueError, "threshold"),
         (lambda: ops.mlm_train(IDS, SEED, 0, 2**32 + 1), ValueError, "threshold"),
         (lambda: ops.plm_train(IDS, SEED, 0, 2, [0, 6], False), ValueError, "context_lengths must have"),
