@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from fastmask import bench, sequence_ops
+from fastmask import bench, ops
 from fastmask.reference.philox import bernoulli_threshold
 
 # Each quick case and the baseline it is timed against (None: fastmask's backends and reference only).
@@ -168,7 +168,7 @@ def test_bert4rec_loop_times_what_the_op_computes(name):
     loop = case.baseline_fn(None, inputs)()
     mask_item_length = int(bench.BERT4REC_MASK_RATIO * ids.shape[1])
     seed = torch.tensor([bench.BERT4REC_SEED])
-    expected = sequence_ops.bert4rec_mask(ids, seed, bench.N_ITEMS, bernoulli_threshold(0.2), mask_item_length)
+    expected = ops.bert4rec_mask(ids, seed, bench.N_ITEMS, bernoulli_threshold(0.2), mask_item_length)
     assert all(torch.equal(a, b) for a, b in zip(loop, expected))
     assert (loop[0] == bench.N_ITEMS).any()  # something was masked
     fast = case.fastmask_fn(inputs)()
