@@ -17,7 +17,7 @@ def test_bert4rec_mask(run_benchmark, output_bytes, contender, as_contender, dev
     masking = sequence.BERT4RecMasking(N_ITEMS, BERT4REC_MASK_RATIO, length)
     if contender == PER_USER_LOOP:
         threshold, width = bernoulli_threshold(BERT4REC_MASK_RATIO), masking.mask_item_length
-        call = lambda: bert4rec_mask_loop(ids, BERT4REC_SEED, N_ITEMS, threshold, width)  # noqa: E731
+        call = lambda: bert4rec_mask_loop(ids, None, BERT4REC_SEED, N_ITEMS, threshold, width, 0)  # noqa: E731
     else:
         call = lambda: masking(ids)  # noqa: E731
     with as_contender():

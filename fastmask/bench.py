@@ -275,7 +275,7 @@ def _bert4rec_case(name, batch, length):
         from .reference.sequence import bert4rec_mask_loop
 
         threshold = bernoulli_threshold(BERT4REC_MASK_RATIO)
-        return lambda: bert4rec_mask_loop(inputs["ids"], BERT4REC_SEED, N_ITEMS, threshold, mask_item_length)
+        return lambda: bert4rec_mask_loop(inputs["ids"], None, BERT4REC_SEED, N_ITEMS, threshold, mask_item_length, 0)
 
     return Case(
         name, "bert4rec_mask", {"B": batch, "L": length, "n_items": N_ITEMS, "mask_ratio": BERT4REC_MASK_RATIO},

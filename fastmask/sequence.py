@@ -170,7 +170,7 @@ class BERT4RecMasking:
         seed = draw_seed(item_seq.device, self.generator)
         threshold = bernoulli_threshold(self.mask_ratio)
         return BERT4RecBatch(
-            *ops.bert4rec_mask(item_seq, seed, self.n_items, threshold, self.mask_item_length)
+            *ops.bert4rec_mask(item_seq, None, seed, self.n_items, threshold, self.mask_item_length, 0)
         )
 
     def reconstruct_test_data(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, check_inputs: bool = True):

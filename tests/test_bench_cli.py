@@ -168,7 +168,7 @@ def test_bert4rec_loop_times_what_the_op_computes(name):
     loop = case.baseline_fn(None, inputs)()
     mask_item_length = int(bench.BERT4REC_MASK_RATIO * ids.shape[1])
     seed = torch.tensor([bench.BERT4REC_SEED])
-    expected = ops.bert4rec_mask(ids, seed, bench.N_ITEMS, bernoulli_threshold(0.2), mask_item_length)
+    expected = ops.bert4rec_mask(ids, None, seed, bench.N_ITEMS, bernoulli_threshold(0.2), mask_item_length, 0)
     assert all(torch.equal(a, b) for a, b in zip(loop, expected))
     assert (loop[0] == bench.N_ITEMS).any()  # something was masked
     fast = case.fastmask_fn(inputs)()
