@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from fastmask import sequence
-from fastmask.bench import BERT4REC_MASK_RATIO, BERT4REC_SEED, N_ITEMS, PER_USER_LOOP, T4REC, make_item_ids
+from fastmask.bench import (
+    BERT4REC_FT_RATIO, BERT4REC_MASK_RATIO, BERT4REC_SEED, N_ITEMS, PER_USER_LOOP, T4REC, make_item_ids,
+)
 from fastmask.reference.philox import bernoulli_threshold
 from fastmask.reference.sequence import bert4rec_mask_loop
 
@@ -14,15 +16,16 @@ from fastmask.reference.sequence import bert4rec_mask_loop
 def test_bert4rec_mask(run_benchmark, output_bytes, contender, as_contender, device, sequence_shapes, shape_index):
     batch, length = sequence_shapes["bert4rec"][shape_index]
     ids = make_item_ids(batch, length, device)
-    masking = sequence.BERT4RecMasking(N_ITEMS, BERT4REC_MASK_RATIO, length)
+    masking = sequence.BERT4RecMasking(N_ITEMS, BERT4REC_MASK_RATIO, length, BERT4REC_FT_RATIO)
     if contender == PER_USER_LOOP:
         threshold, width = bernoulli_threshold(BERT4REC_MASK_RATIO), masking.mask_item_length
-        call = lambda: bert4rec_mask_loop(ids, None, BERT4REC_SEED, N_ITEMS, threshold, width, 0)  # noqa: E731
+        ft_threshold = bernoulli_threshold(BERT4REC_FT_RATIO)
+        call = lambda: bert4rec_mask_loop(ids, None, BERT4REC_SEED, N_ITEMS, threshold, width, ft_threshold)  # noqa: E731
     else:
         call = lambda: masking(ids)  # noqa: E731
     with as_contender():
         run_benchmark(call, ids.nbytes + output_bytes(*call()), op="bert4rec_mask", contender=contender,
-                      shape=[batch, length], n_items=N_ITEMS, mask_ratio=BERT4REC_MASK_RATIO)
+                      shape=[batch, length], n_items=N_ITEMS, mask_ratio=BERT4REC_MASK_RATIO, ft_ratio=BERT4REC_FT_RATIO)
 
 
 @pytest.mark.baseline(None)

@@ -148,8 +148,8 @@ def test_default_cases_have_the_goal_shapes():
     gpu = {case.name: case.shape for case in bench.build_cases("cuda", quick=False)}
     assert gpu["gumbel_bf16"] == {"P": 4096, "V": 100_000} and gpu["ranks_onehot"] == {"N": 4096, "V": 1_000_000}
     for cases in (shapes, gpu):
-        assert cases["bert4rec_l200"] == {"B": 256, "L": 200, "n_items": 50_000, "mask_ratio": 0.2}
-        assert cases["bert4rec_l50"] == {"B": 2048, "L": 50, "n_items": 50_000, "mask_ratio": 0.2}
+        assert cases["bert4rec_l200"] == {"B": 256, "L": 200, "n_items": 50_000, "mask_ratio": 0.2, "ft_ratio": 0.0}
+        assert cases["bert4rec_l50"] == {"B": 2048, "L": 50, "n_items": 50_000, "mask_ratio": 0.2, "ft_ratio": 0.0}
         assert cases["merlin_random"] == {"B": 512, "L": 200}
         for name in ("sampler", "sampler_fixed"):
             assert cases[name] == {"labels": 2048, "max_n_samples": 1000, "max_id": 1_000_000}

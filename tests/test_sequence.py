@@ -266,16 +266,22 @@ def test_bert4rec_reconstruct_test_data_by_hand():
 
 def test_bert4rec_transform():
     transform = fs.BERT4RecMasking(50, 0.2, 20)
-    assert transform.mask_item_length == 4 and transform.mask_token == 50
+    assert transform.mask_item_length == 4 and transform.mask_token == 50 and transform.ft_ratio == 0.5
     ids = _random_ids(6, 20, 50, generator_seed=7)
-    before = ids.clone()
-    torch.manual_seed(3)
-    batch = transform(ids)
-    torch.manual_seed(3)
-    seed = fastmask.masking.draw_seed(ids.device)
-    expected = rules.bert4rec_mask(ids, None, seed, 50, bernoulli_threshold(0.2), 4, 0)
-    assert isinstance(batch, fs.BERT4RecBatch) and all(torch.equal(a, b) for a, b in zip(batch, expected))
-    assert torch.equal(ids, before)
+    lengths = torch.tensor([3, 0, 20, 7, 1, 12], dtype=torch.int32)
+    before, lengths_before = ids.clone(), lengths.clone()
+    for ft_ratio, ft_threshold in [(0.5, 2**31), (0, 0), (1, 2**32), (0.25, 2**30)]:
+        for item_seq_len in (None, lengths):
+            transform = fs.BERT4RecMasking(50, 0.2, 20, ft_ratio)
+            torch.manual_seed(3)
+            batch = transform(ids, item_seq_len)
+            torch.manual_seed(3)
+            seed = fastmask.masking.draw_seed(ids.device)
+            expected = rules.bert4rec_mask(ids, None if item_seq_len is None else item_seq_len.long(), seed, 50,
+                                           bernoulli_threshold(0.2), 4, ft_threshold)
+            assert isinstance(batch, fs.BERT4RecBatch)
+            assert_same(tuple(batch), expected, ft_ratio)
+    assert torch.equal(ids, before) and torch.equal(lengths, lengths_before)
     with pytest.raises(ValueError, match=r"int\(mask_ratio \* max_seq_length\)"):
         fs.BERT4RecMasking(50, 0.1, 5)
     with pytest.raises(ValueError, match="n_items"):
@@ -334,6 +340,44 @@ def test_bert4rec_last_item_batch_matches_the_per_user_loop():
             for ft_threshold in (0, 2**31, 2**32):
                 args = (ids, item_seq_len, seed, 30, bernoulli_threshold(0.4), 3, ft_threshold)
                 assert_same(rules.bert4rec_mask(*args), rules.bert4rec_mask_loop(*args), seed, ft_threshold)
+
+
+def test_bert4rec_share_of_last_item_batches():
+    """ft_ratio 0 and 1 exactly; 0.5 within 4 standard deviations of a binomial over 2000 fixed seeds."""
+    ids = torch.tensor([[4, 5, 6], [7, 8, 0]])
+    lengths = torch.tensor([0, 2])  # index -1 in row 0 marks a last-item batch
+    calls = 2000
+    for ft_ratio in (0.0, 0.5, 1.0):
+        transform = fs.BERT4RecMasking(10, 0.5, 3, ft_ratio, generator=torch.Generator().manual_seed(17))
+        share = sum(transform(ids, lengths).masked_index[0, -1].item() == -1 for _ in range(calls)) / calls
+        if ft_ratio in (0.0, 1.0):
+            assert share == ft_ratio
+        else:
+            assert abs(share - 0.5) < 4 * math.sqrt(0.25 / calls), share
+
+
+def test_bert4rec_bad_arguments():
+    ids = torch.tensor([[1, 2, 0], [3, 0, 0]])
+    for ratio in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"ft_ratio must be in \[0, 1\]"):
+            fs.BERT4RecMasking(10, 0.5, 4, ft_ratio=ratio)
+    for ratio in ("0.5", None, True):
+        with pytest.raises(TypeError, match="ft_ratio must be a float"):
+            fs.BERT4RecMasking(10, 0.5, 4, ft_ratio=ratio)
+    transform = fs.BERT4RecMasking(10, 0.5, 4)
+    with pytest.raises(ValueError, match=r"item_seq_len must have shape \(2,\)"):
+        transform(ids, torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"item_seq_len must have shape \(2,\)"):
+        transform(ids, torch.tensor([[1, 2]]))
+    for bad in (torch.tensor([1.0, 2.0]), torch.tensor([True, False]), [1, 2]):
+        with pytest.raises(TypeError, match="item_seq_len must be an integer torch.Tensor"):
+            transform(ids, bad)
+    for bad in ([-1, 2], [1, 4]):
+        with pytest.raises(ValueError, match=r"item_seq_len values must be in \[0, 3\]"):
+            transform(ids, torch.tensor(bad))
+    # Unchecked, an out-of-range length masks nothing in a last-item batch.
+    unchecked = fs.BERT4RecMasking(10, 0.5, 4, 1.0, check_inputs=False)(ids, torch.tensor([-1, 4]))
+    assert torch.equal(unchecked.masked_item_seq, ids) and not unchecked.masked_index.any()
 
 
 # ==================================================================================================
