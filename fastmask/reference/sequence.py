@@ -192,8 +192,8 @@ def bert4rec_mask(
     2. The lists hold one entry, in their last slot: the item at p (0 when p is padding), its
        negative (``bert4rec_negatives`` for column p: elements ``a * L + p``) and the index ``n - 1``
        (-1 when n = 0, as RecBole writes it).
-    3. A row with n outside [0, L] (``fastmask.sequence.BERT4RecMasking`` rejects those), and every
-       row of a batch without columns, masks nothing: the row unchanged, its lists 0.
+    3. A row with n outside [0, L] (which ``fastmask.sequence.BERT4RecMasking`` refuses when it checks
+       values), and every row of a batch without columns, masks nothing: the row unchanged, its lists 0.
     """
     seed = philox.seed_value(seed)
     batch, length = item_seq.shape
