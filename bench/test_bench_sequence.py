@@ -19,13 +19,14 @@ def test_bert4rec_mask(run_benchmark, output_bytes, contender, as_contender, dev
     masking = sequence.BERT4RecMasking(N_ITEMS, BERT4REC_MASK_RATIO, length, BERT4REC_FT_RATIO)
     if contender == PER_USER_LOOP:
         threshold, width = bernoulli_threshold(BERT4REC_MASK_RATIO), masking.mask_item_length
-        ft_threshold = bernoulli_threshold(BERT4REC_FT_RATIO)
-        call = lambda: bert4rec_mask_loop(ids, None, BERT4REC_SEED, N_ITEMS, threshold, width, ft_threshold)  # noqa: E731
+        args = (ids, None, BERT4REC_SEED, N_ITEMS, threshold, width, bernoulli_threshold(BERT4REC_FT_RATIO))
+        call = lambda: bert4rec_mask_loop(*args)  # noqa: E731
     else:
         call = lambda: masking(ids)  # noqa: E731
     with as_contender():
         run_benchmark(call, ids.nbytes + output_bytes(*call()), op="bert4rec_mask", contender=contender,
-                      shape=[batch, length], n_items=N_ITEMS, mask_ratio=BERT4REC_MASK_RATIO, ft_ratio=BERT4REC_FT_RATIO)
+                      shape=[batch, length], n_items=N_ITEMS, mask_ratio=BERT4REC_MASK_RATIO,
+                      ft_ratio=BERT4REC_FT_RATIO)
 
 
 @pytest.mark.baseline(None)

@@ -442,8 +442,9 @@ bert4rec_mask = Op(
     fake=_bert4rec_mask_fake,
     reference=ref_sequence.bert4rec_mask,
     random=True,
-    doc='RecBole BERT4Rec masking: int64 (masked_item_seq (B, L), pos_items, neg_items, masked_index (B, mask_item_length)); '
-        'a last-item batch iff the batch draw is below ``ft_threshold``; see ``reference.sequence.bert4rec_mask``.',
+    doc='RecBole BERT4Rec masking: int64 (masked_item_seq (B, L), pos_items, neg_items, masked_index '
+        '(B, mask_item_length)); a last-item batch iff the batch draw is below ``ft_threshold``; see '
+        '``reference.sequence.bert4rec_mask``.',
 )
 
 
