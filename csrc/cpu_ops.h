@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -49,8 +50,9 @@ at::Tensor gumbel_argmax(const at::Tensor& logits, const at::Tensor& seed);
 at::Tensor target_ranks(const at::Tensor& scores, const at::Tensor& items);
 at::Tensor merlin_mask_random(const at::Tensor& item_ids, const at::Tensor& seed, int64_t padding_idx,
                               int64_t threshold, bool reset_any_full_row);
-TensorQuad bert4rec_mask(const at::Tensor& item_seq, const at::Tensor& seed, int64_t n_items, int64_t threshold,
-                         int64_t mask_item_length);
+TensorQuad bert4rec_mask(const at::Tensor& item_seq, const std::optional<at::Tensor>& item_seq_len,
+                         const at::Tensor& seed, int64_t n_items, int64_t threshold, int64_t mask_item_length,
+                         int64_t ft_threshold);
 at::Tensor log_uniform_draws(const at::Tensor& cdf_table, const at::Tensor& seed, int64_t num_draws);
 
 }  // namespace cpu

@@ -26,6 +26,7 @@ enum Stream : uint32_t {
   kStreamBert4recMask = 11,
   kStreamBert4recNegative = 12,
   kStreamLogUniform = 13,
+  kStreamBert4recFineTune = 14,
 };
 
 struct Philox4 {

@@ -91,16 +91,20 @@ struct Bert4recOutputs {
   int64_t* masked_index;
 };
 
+// Position of the row's first 0 (length if none): where the random masking stops, and the row's length
+// when none is given.
 template <typename scalar_t>
-void bert4rec_row(uint64_t key, uint32_t row, const scalar_t* ids, int64_t length, int64_t n_items, int64_t threshold,
-                  int64_t mask_item_length, uint8_t* masked, const Bert4recOutputs& out) {
-  int64_t scan_length = length;
+int64_t first_zero(const scalar_t* ids, int64_t length) {
   for (int64_t t = 0; t < length; ++t) {
-    if (ids[t] == 0) {
-      scan_length = t;
-      break;
-    }
+    if (ids[t] == 0) return t;
   }
+  return length;
+}
+
+template <typename scalar_t>
+void bert4rec_random_row(uint64_t key, uint32_t row, const scalar_t* ids, int64_t length, int64_t n_items,
+                         int64_t threshold, int64_t mask_item_length, uint8_t* masked, const Bert4recOutputs& out) {
+  const int64_t scan_length = first_zero(ids, length);
   rules::RowLanes{}.for_each_draw(length, key, kStreamBert4recMask, row, [=](int64_t t, uint32_t word) {
     masked[t] = t < scan_length && rules::bernoulli(word, static_cast<uint64_t>(threshold));
   });
@@ -120,6 +124,21 @@ void bert4rec_row(uint64_t key, uint32_t row, const scalar_t* ids, int64_t lengt
     }
     ++slot;
   }
+}
+
+// A last-item batch's row of length n: only Python index n - 1 is masked (n = 0: the last column); a
+// length outside [0, length] masks nothing.
+template <typename scalar_t>
+void bert4rec_last_item_row(uint64_t key, uint32_t row, const scalar_t* ids, int64_t length, int64_t n,
+                            int64_t n_items, int64_t mask_item_length, const Bert4recOutputs& out) {
+  for (int64_t t = 0; t < length; ++t) out.masked_item_seq[t] = static_cast<int64_t>(ids[t]);
+  if (length == 0 || n < 0 || n > length) return;
+  const int64_t position = n > 0 ? n - 1 : length - 1;
+  const int64_t slot = mask_item_length - 1;
+  out.masked_item_seq[position] = n_items;
+  out.pos_items[slot] = static_cast<int64_t>(ids[position]);
+  out.neg_items[slot] = bert4rec_negative(key, row, ids, length, position, n_items);
+  out.masked_index[slot] = n - 1;
 }
 
 }  // namespace
@@ -142,17 +161,30 @@ at::Tensor merlin_mask_random(const at::Tensor& item_ids, const at::Tensor& seed
   return args.mask;
 }
 
-TensorQuad bert4rec_mask(
-    const at::Tensor& item_seq, const at::Tensor& seed, int64_t n_items, int64_t threshold, int64_t mask_item_length) {
+TensorQuad bert4rec_mask(const at::Tensor& item_seq, const std::optional<at::Tensor>& item_seq_len,
+                         const at::Tensor& seed, int64_t n_items, int64_t threshold, int64_t mask_item_length,
+                         int64_t ft_threshold) {
   check_item_ids(item_seq, 0);
   check_seed(seed, item_seq.device());
   check_threshold(threshold);
+  TORCH_CHECK_VALUE(ft_threshold >= 0 && ft_threshold <= (int64_t{1} << 32),
+                    "ft_threshold must be in [0, 2^32] (floor(ft_ratio * 2^32)), got ", ft_threshold);
   TORCH_CHECK_VALUE(n_items >= 2 && n_items <= kMaxBert4recItems,
                     "n_items must be in [2, 2^32] (items 1..n_items-1 plus padding 0), got ", n_items);
   TORCH_CHECK_VALUE(mask_item_length >= 1, "mask_item_length must be >= 1, got ", mask_item_length);
   TORCH_CHECK_VALUE(item_seq.size(1) <= kMaxBert4recLength, "item_seq rows must be at most 2^28 long, got ",
                     item_seq.size(1));
+  at::Tensor lengths;
+  if (item_seq_len.has_value()) {
+    lengths = item_seq_len->contiguous();
+    TORCH_CHECK_TYPE(lengths.scalar_type() == at::kLong, "item_seq_len must be an int64 tensor, got ",
+                     lengths.scalar_type());
+    TORCH_CHECK_VALUE(lengths.dim() == 1 && lengths.size(0) == item_seq.size(0) && lengths.is_cpu(),
+                      "item_seq_len must be a CPU tensor of shape (", item_seq.size(0), ",), got ", lengths.sizes());
+  }
   const uint64_t key = seed_key_cpu(seed);
+  // One draw per batch, the same for every row (element 0 of row 0).
+  const bool last_item_batch = draw(key, kStreamBert4recFineTune, 0u, 0u) < static_cast<uint64_t>(ft_threshold);
   const at::Tensor ids = item_seq.contiguous();
   const int64_t batch = ids.size(0), length = ids.size(1);
   const auto long_options = ids.options().dtype(at::kLong);
@@ -160,17 +192,24 @@ TensorQuad bert4rec_mask(
   at::Tensor pos_items = at::zeros({batch, mask_item_length}, long_options);
   at::Tensor neg_items = at::zeros({batch, mask_item_length}, long_options);
   at::Tensor masked_index = at::zeros({batch, mask_item_length}, long_options);
+  const int64_t* lengths_data = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_INTEGRAL_TYPES(ids.scalar_type(), "bert4rec_mask_cpu", [&] {
     const scalar_t* ids_data = ids.const_data_ptr<scalar_t>();
     const Bert4recOutputs base{masked_item_seq.mutable_data_ptr<int64_t>(), pos_items.mutable_data_ptr<int64_t>(),
                                neg_items.mutable_data_ptr<int64_t>(), masked_index.mutable_data_ptr<int64_t>()};
     at::parallel_for(0, batch, grain_rows(length), [&](int64_t begin, int64_t end) {
-      std::vector<uint8_t> masked(length);
+      std::vector<uint8_t> masked(last_item_batch ? 0 : length);
       for (int64_t b = begin; b < end; ++b) {
+        const scalar_t* row_ids = ids_data + b * length;
         const Bert4recOutputs out{base.masked_item_seq + b * length, base.pos_items + b * mask_item_length,
                                   base.neg_items + b * mask_item_length, base.masked_index + b * mask_item_length};
-        bert4rec_row(key, static_cast<uint32_t>(b), ids_data + b * length, length, n_items, threshold,
-                     mask_item_length, masked.data(), out);
+        if (last_item_batch) {
+          const int64_t n = lengths_data != nullptr ? lengths_data[b] : first_zero(row_ids, length);
+          bert4rec_last_item_row(key, static_cast<uint32_t>(b), row_ids, length, n, n_items, mask_item_length, out);
+        } else {
+          bert4rec_random_row(key, static_cast<uint32_t>(b), row_ids, length, n_items, threshold, mask_item_length,
+                              masked.data(), out);
+        }
       }
     });
   });

@@ -180,15 +180,20 @@ def check_ids(name: str, ids, padding_idx) -> None:
         raise ValueError(f"padding_idx={padding_idx} does not fit the dtype of {name}, {ids.dtype}")
 
 
+def _same_device(tensor: Tensor, data: Tensor) -> bool:
+    # CPU and CUDA devices compare without building torch.device objects (other kinds compare devices);
+    # get_device() is -1 for the CPU and for other kinds alike (meta), hence is_cpu too.
+    return (tensor.get_device() == data.get_device() and tensor.is_cuda == data.is_cuda
+            and tensor.is_cpu == data.is_cpu and (data.is_cpu or data.is_cuda or tensor.device == data.device))
+
+
 def check_seed(seed, data: Tensor) -> None:
     """``seed``: an int64 tensor of one value on the device of ``data``."""
     if not isinstance(seed, Tensor) or seed.dtype != torch.int64:
         raise TypeError(f"seed must be an int64 tensor, got {_type_name(seed)}")
     if seed.numel() != 1:
         raise ValueError(f"seed must hold exactly one value, got shape {tuple(seed.shape)}")
-    # Device indices and kinds compare without building torch.device objects (other kinds compare devices).
-    if (seed.get_device() != data.get_device() or seed.is_cuda != data.is_cuda
-            or not (data.is_cpu or data.is_cuda or seed.device == data.device)):
+    if not _same_device(seed, data):
         raise ValueError(f"seed must be on {data.device} like the data, got {seed.device}")
 
 
@@ -407,17 +412,25 @@ merlin_mask_random = Op(
 )
 
 
-def _check_bert4rec_mask(item_seq, seed, n_items, threshold, mask_item_length):
+def _check_bert4rec_mask(item_seq, item_seq_len, seed, n_items, threshold, mask_item_length, ft_threshold):
     check_ids("item_seq", item_seq, 0)
+    if item_seq_len is not None:
+        if not isinstance(item_seq_len, Tensor) or item_seq_len.dtype != torch.int64:
+            raise TypeError(f"item_seq_len must be an int64 tensor or None, got {_type_name(item_seq_len)}")
+        if item_seq_len.shape != item_seq.shape[:1]:
+            raise ValueError(f"item_seq_len must have shape ({item_seq.shape[0]},), got {tuple(item_seq_len.shape)}")
+        if not _same_device(item_seq_len, item_seq):
+            raise ValueError(f"item_seq_len must be on {item_seq.device} like item_seq, got {item_seq_len.device}")
     check_seed(seed, item_seq)
     check_threshold(threshold)
     _check_int("n_items (items 1..n_items-1 plus padding 0)", n_items, 2, MAX_BERT4REC_ITEMS)
     _check_int("mask_item_length", mask_item_length, 1, 2**62)
+    _check_int("ft_threshold (floor(ft_ratio * 2^32))", ft_threshold, 0, 2**32)
     if item_seq.shape[1] > MAX_BERT4REC_LENGTH:
         raise ValueError(f"item_seq rows must be at most 2^28 long, got {item_seq.shape[1]}")
 
 
-def _bert4rec_mask_fake(item_seq, seed, n_items, threshold, mask_item_length):
+def _bert4rec_mask_fake(item_seq, item_seq_len, seed, n_items, threshold, mask_item_length, ft_threshold):
     batch, length = item_seq.shape
     lists = [item_seq.new_empty((batch, mask_item_length), dtype=torch.int64) for _ in range(3)]
     return (item_seq.new_empty((batch, length), dtype=torch.int64), *lists)
@@ -425,14 +438,15 @@ def _bert4rec_mask_fake(item_seq, seed, n_items, threshold, mask_item_length):
 
 bert4rec_mask = Op(
     "bert4rec_mask",
-    "(Tensor item_seq, Tensor seed, int n_items, int threshold, int mask_item_length)"
-    " -> (Tensor, Tensor, Tensor, Tensor)",
+    "(Tensor item_seq, Tensor? item_seq_len, Tensor seed, int n_items, int threshold, int mask_item_length,"
+    " int ft_threshold) -> (Tensor, Tensor, Tensor, Tensor)",
     check=_check_bert4rec_mask,
     fake=_bert4rec_mask_fake,
     reference=ref_sequence.bert4rec_mask,
     random=True,
     doc="RecBole BERT4Rec masking: int64 (masked_item_seq (B, L), pos_items, neg_items, masked_index "
-    "(B, mask_item_length)); see ``reference.sequence.bert4rec_mask``.",
+    "(B, mask_item_length)); a last-item batch iff the batch draw is below ``ft_threshold``; see "
+    "``reference.sequence.bert4rec_mask``.",
 )
 
 

@@ -12,10 +12,11 @@
 The rules are in ``fastmask.reference.sequence``. Seeds are drawn from torch's generator (or the
 ``generator`` given), so ``torch.manual_seed`` reproduces a run and every backend gives the same bits.
 Checks that read tensor values synchronise a GPU with the host; they are skipped under
-``torch.compile`` and CUDA-graph capture, and with ``check_inputs=False``. The Merlin masks check
-sequence lengths as ``fastmask.masking`` checks ids (by default on CPU tensors only: unchecked, the
-masks are still well defined). ``reconstruct_test_data`` and ``LogUniformSampler`` check by default
-on every device, since out-of-range lengths or labels would index out of bounds.
+``torch.compile`` and CUDA-graph capture, and with ``check_inputs=False``. The Merlin masks and
+``BERT4RecMasking`` check sequence lengths as ``fastmask.masking`` checks ids (by default on CPU
+tensors only: unchecked, the masks are still well defined). ``reconstruct_test_data`` and
+``LogUniformSampler`` check by default on every device, since out-of-range lengths or labels would
+index out of bounds.
 """
 from __future__ import annotations
 
@@ -146,16 +147,36 @@ class BERT4RecMasking:
     token is ``n_items``). ``mask_ratio``: probability of masking each item before the first 0.
     ``max_seq_length``: RecBole's ``MAX_ITEM_LIST_LENGTH``; the masked lists have
     ``mask_item_length = int(mask_ratio * max_seq_length)`` entries, keeping the last ones.
+    ``ft_ratio``: probability that a batch is a last-item ("fine-tune") batch, which masks only each
+    row's item at ``item_seq_len - 1``; 0.5 is RecBole's and hopwise's BERT4Rec default (their
+    transform reads a missing ``ft_ratio`` as 0, which gives only random batches).
 
-    Calling it on ``item_seq`` (B, L), 0-padded on the right, returns a ``BERT4RecBatch``. One fused
-    op, no host synchronisation. Negatives are uniform over the items not in the row (bounded
-    retries; see ``fastmask.reference.sequence.bert4rec_negatives``).
+    Calling it on ``item_seq`` (B, L), 0-padded on the right, and optionally ``item_seq_len`` (B,)
+    returns a ``BERT4RecBatch``. Without ``item_seq_len`` a row's length is the position of its
+    first 0 (L if none): RecBole's length for right-padded rows, and where the random masking stops.
+    One fused op, no host synchronisation: the batch's choice is a draw of the op's stream, the same
+    on every backend (``fastmask.reference.sequence.bert4rec_mask``). Negatives are uniform over the
+    items not in the row (bounded retries; see ``fastmask.reference.sequence.bert4rec_negatives``).
+
+    Lengths must be in [0, L]; checking their values reads them back to the host, by default on CPU
+    tensors only (``check_inputs``: True checks on every device, False never; unchecked, a row with
+    a length outside [0, L] masks nothing in a last-item batch).
     """
 
-    def __init__(self, n_items: int, mask_ratio: float, max_seq_length: int, *, generator: Optional[torch.Generator] = None):
+    def __init__(
+        self,
+        n_items: int,
+        mask_ratio: float,
+        max_seq_length: int,
+        ft_ratio: float = 0.5,
+        *,
+        generator: Optional[torch.Generator] = None,
+        check_inputs: Optional[bool] = None,
+    ):
         self.n_items = _check_int("n_items", n_items, 2)
         self.mask_ratio = _check_probability("mask_ratio", mask_ratio)
         self.max_seq_length = _check_int("max_seq_length", max_seq_length, 1)
+        self.ft_ratio = _check_probability("ft_ratio", ft_ratio, allow_zero=True)
         self.mask_item_length = int(self.mask_ratio * self.max_seq_length)
         if self.mask_item_length < 1:
             raise ValueError(
@@ -164,18 +185,36 @@ class BERT4RecMasking:
             )
         self.mask_token = self.n_items
         self.generator = generator
+        self.check_inputs = check_inputs
 
-    def __call__(self, item_seq: torch.Tensor) -> BERT4RecBatch:
+    def __call__(self, item_seq: torch.Tensor, item_seq_len: Optional[torch.Tensor] = None) -> BERT4RecBatch:
         ops.check_ids("item_seq", item_seq, 0)
+        if item_seq_len is not None:
+            item_seq_len = _checked_lengths(item_seq, item_seq_len, self.check_inputs).long()
         seed = draw_seed(item_seq.device, self.generator)
-        threshold = bernoulli_threshold(self.mask_ratio)
         return BERT4RecBatch(
-            *ops.bert4rec_mask(item_seq, seed, self.n_items, threshold, self.mask_item_length)
+            *ops.bert4rec_mask(
+                item_seq, item_seq_len, seed, self.n_items, bernoulli_threshold(self.mask_ratio),
+                self.mask_item_length, bernoulli_threshold(self.ft_ratio),
+            )
         )
 
     def reconstruct_test_data(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, check_inputs: bool = True):
         """``BERT4Rec.reconstruct_test_data`` with this transform's mask token."""
         return reconstruct_test_data(item_seq, item_seq_len, self.n_items, check_inputs=check_inputs)
+
+
+def _checked_lengths(item_seq: torch.Tensor, item_seq_len, check_inputs: Optional[bool]) -> torch.Tensor:
+    """``item_seq_len``: an integer tensor (B,) with values in [0, L] (values checked as ``check_inputs`` says)."""
+    if (not isinstance(item_seq_len, torch.Tensor) or item_seq_len.dtype.is_floating_point
+            or item_seq_len.dtype.is_complex or item_seq_len.dtype == torch.bool):
+        raise TypeError("item_seq_len must be an integer torch.Tensor of shape (batch,)")
+    if item_seq_len.shape != item_seq.shape[:1]:
+        raise ValueError(f"item_seq_len must have shape ({item_seq.shape[0]},), got {tuple(item_seq_len.shape)}")
+    if data_checks_enabled(item_seq, check_inputs) and item_seq_len.numel():
+        if bool(((item_seq_len < 0) | (item_seq_len > item_seq.shape[1])).any()):
+            raise ValueError(f"item_seq_len values must be in [0, {item_seq.shape[1]}] (the row length)")
+    return item_seq_len
 
 
 def reconstruct_test_data(
@@ -190,13 +229,7 @@ def reconstruct_test_data(
     """
     ops.check_ids("item_seq", item_seq, 0)
     _check_int("n_items", n_items, 2)
-    if not isinstance(item_seq_len, torch.Tensor) or item_seq_len.dtype.is_floating_point or item_seq_len.dtype == torch.bool:
-        raise TypeError("item_seq_len must be an integer torch.Tensor of shape (batch,)")
-    if item_seq_len.shape != item_seq.shape[:1]:
-        raise ValueError(f"item_seq_len must have shape ({item_seq.shape[0]},), got {tuple(item_seq_len.shape)}")
-    if data_checks_enabled(item_seq, check_inputs) and item_seq_len.numel():
-        if bool(((item_seq_len < 0) | (item_seq_len > item_seq.shape[1])).any()):
-            raise ValueError(f"item_seq_len values must be in [0, {item_seq.shape[1]}] (the row length)")
+    _checked_lengths(item_seq, item_seq_len, check_inputs)
     return rules.bert4rec_reconstruct_test_data(item_seq, item_seq_len, n_items)
 
 

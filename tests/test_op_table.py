@@ -36,6 +36,7 @@ def samples(op: str) -> list[tuple]:
     ids[1, :2] = 0
     ids[2] = 0
     ids32 = ids.int()
+    lengths = torch.tensor([4, 7, 0, 3, -1])  # RecBole's item_seq_len; -1 is out of range (masks nothing)
     table = ref_sequence.log_uniform_cdf_table(ref_sequence.log_uniform_distribution(30, 1))
     logits = torch.randn(3, 301, generator=generator)
     scores = torch.randint(0, 4, (4, 97), generator=generator).float()
@@ -52,7 +53,8 @@ def samples(op: str) -> list[tuple]:
         "gumbel_argmax": [(logits, seed), (logits.half(), seed), (logits.double(), seed)],
         "target_ranks": [(scores, items), (scores.bfloat16(), items[:, :1])],
         "merlin_mask_random": [(ids, seed, 0, 2**30, False), (ids32, seed, 0, 2**31, True)],
-        "bert4rec_mask": [(ids, seed, 50, 2**31, 3)],
+        "bert4rec_mask": [(ids, None, seed, 50, 2**31, 3, 0), (ids, lengths, seed, 50, 2**31, 3, 2**32),
+                          (ids32, lengths, seed, 50, 2**30, 2, 2**31), (ids32, None, seed, 50, 2**30, 1, 2**32)],
         "log_uniform_draws": [(table, seed, 17)],
     }[op]
 
@@ -81,12 +83,14 @@ def _pybind_signature(function) -> tuple[list[str], int]:
     signature = function.__doc__.splitlines()[0]
     signature = signature.replace("typing.SupportsInt | typing.SupportsIndex", "int")
     signature = signature.replace("collections.abc.Sequence[int]", "list[int]").replace("List[int]", "list[int]")
+    signature = signature.replace("Optional[torch.Tensor]", "torch.Tensor | None")
     inside, result = signature[signature.index("(") + 1:].rsplit(") -> ", 1)
     arguments = [part.split(":", 1)[1].strip() for part in re.split(r",\s*(?=arg\d)", inside) if part]
     return arguments, result.count("torch.Tensor")
 
 
-_SCHEMA_TYPES = {"Tensor": "torch.Tensor", "int": "int", "bool": "bool", "List[int]": "list[int]"}
+_SCHEMA_TYPES = {"Tensor": "torch.Tensor", "Optional[Tensor]": "torch.Tensor | None", "int": "int", "bool": "bool",
+                 "List[int]": "list[int]"}
 
 
 @pytest.mark.parametrize("submodule", ["cpu", "cuda"])
@@ -128,6 +132,8 @@ def test_triton_launchers_are_named_like_the_ops():
         (lambda: ops.mlm_train(IDS, SEED.int(), 0, 5), TypeError, "seed must be an int64"),
         (lambda: ops.mlm_train(IDS, 1, 0, 5), TypeError, "seed must be an int64"),
         (lambda: ops.mlm_train(IDS, torch.tensor([1, 2]), 0, 5), ValueError, "seed must hold exactly one"),
+        (lambda: ops.mlm_train(IDS, torch.empty(1, dtype=torch.long, device="meta"), 0, 5), ValueError,
+         "seed must be on cpu like the data, got meta"),
         (lambda: ops.mlm_train(IDS, SEED, 0, -1), ValueError, "threshold"),
         (lambda: ops.mlm_train(IDS, SEED, 0, 2**32 + 1), ValueError, "threshold"),
         (lambda: ops.plm_train(IDS, SEED, 0, 2, [0, 6], False), ValueError, "context_lengths must have"),
@@ -156,9 +162,22 @@ def test_triton_launchers_are_named_like_the_ops():
         (lambda: ops.merlin_mask_random(IDS, torch.tensor([1.0]), 0, 5, False), TypeError, "seed must be an int64"),
         (lambda: ops.merlin_mask_random(IDS, SEED, 0, 2**32 + 1, False), ValueError, "threshold"),
         (lambda: ops.merlin_mask_random(IDS, SEED, 0, 5, 1), TypeError, "reset_any_full_row must be a bool"),
-        (lambda: ops.bert4rec_mask(IDS, SEED, 1, 5, 2), ValueError, "n_items"),
-        (lambda: ops.bert4rec_mask(IDS, SEED, 5, 5, 0), ValueError, "mask_item_length"),
-        (lambda: ops.bert4rec_mask(IDS.float(), SEED, 5, 5, 2), TypeError, "item_seq must be an integer tensor"),
+        (lambda: ops.bert4rec_mask(IDS, None, SEED, 1, 5, 2, 0), ValueError, "n_items"),
+        (lambda: ops.bert4rec_mask(IDS, None, SEED, 5, 5, 0, 0), ValueError, "mask_item_length"),
+        (lambda: ops.bert4rec_mask(IDS.float(), None, SEED, 5, 5, 2, 0), TypeError,
+         "item_seq must be an integer tensor"),
+        (lambda: ops.bert4rec_mask(IDS, None, SEED, 5, 5, 2, -1), ValueError, "ft_threshold"),
+        (lambda: ops.bert4rec_mask(IDS, None, SEED, 5, 5, 2, 2**32 + 1), ValueError, "ft_threshold"),
+        (lambda: ops.bert4rec_mask(IDS, None, SEED, 5, 5, 2, 0.5), TypeError, "ft_threshold"),
+        (lambda: ops.bert4rec_mask(IDS, torch.tensor([1, 2]).int(), SEED, 5, 5, 2, 0), TypeError,
+         "item_seq_len must be an int64 tensor"),
+        (lambda: ops.bert4rec_mask(IDS, [1, 2], SEED, 5, 5, 2, 0), TypeError, "item_seq_len must be an int64 tensor"),
+        (lambda: ops.bert4rec_mask(IDS, torch.tensor([1, 2, 3]), SEED, 5, 5, 2, 0), ValueError,
+         r"item_seq_len must have shape \(2,\)"),
+        (lambda: ops.bert4rec_mask(IDS, torch.tensor([[1, 2]]), SEED, 5, 5, 2, 0), ValueError,
+         r"item_seq_len must have shape \(2,\)"),
+        (lambda: ops.bert4rec_mask(IDS, torch.empty(2, dtype=torch.long, device="meta"), SEED, 5, 5, 2, 0), ValueError,
+         "item_seq_len must be on cpu like item_seq"),
         (lambda: ops.log_uniform_draws(torch.zeros(3), SEED, 5), TypeError, "cdf_table"),
         (lambda: ops.log_uniform_draws(torch.zeros(3, dtype=torch.long), SEED, -1), ValueError, "num_draws"),
         (lambda: ops.log_uniform_draws(torch.zeros(3, dtype=torch.long), torch.zeros(2, dtype=torch.long), 3),

@@ -185,19 +185,19 @@ def test_merlin_bad_arguments():
 # ==================================================================================================
 def test_bert4rec_rules_by_hand():
     ids = torch.tensor([[3, 1, 0, 2], [0, 7, 8, 0], [5, 6, 7, 8]])
-    masked_seq, pos, neg, index = rules.bert4rec_mask(ids, 4, 10, 2**32, 3)  # every scanned item masked
+    masked_seq, pos, neg, index = rules.bert4rec_mask(ids, None, 4, 10, 2**32, 3, 0)  # every scanned item masked
     # Scanned up to the first 0 only; lists left-padded with 0, keeping the last 3 entries.
     assert masked_seq.tolist() == [[10, 10, 0, 2], [0, 7, 8, 0], [10, 10, 10, 10]]
     assert pos.tolist() == [[0, 3, 1], [0, 0, 0], [6, 7, 8]] and index.tolist() == [[0, 0, 1], [0, 0, 0], [1, 2, 3]]
     assert (neg[0, 1:] >= 1).all() and not torch.isin(neg[0], ids[0, :2]).any() and neg[1].tolist() == [0, 0, 0]
-    nothing = rules.bert4rec_mask(ids, 4, 10, 0, 3)
+    nothing = rules.bert4rec_mask(ids, None, 4, 10, 0, 3, 0)
     assert torch.equal(nothing[0], ids) and not any(t.any() for t in nothing[1:])
 
 
 def test_bert4rec_rules():
     n_items, ratio = 40, 0.3
     ids = _random_ids(500, 15, n_items, generator_seed=5)
-    masked_seq, pos, neg, index = rules.bert4rec_mask(ids, 3, n_items, bernoulli_threshold(ratio), 4)
+    masked_seq, pos, neg, index = rules.bert4rec_mask(ids, None, 3, n_items, bernoulli_threshold(ratio), 4, 0)
     positions = torch.arange(15)
     scan = torch.where(ids == 0, positions, 15).amin(1)
     masked = masked_seq != ids
@@ -218,7 +218,7 @@ def test_bert4rec_rules():
 
 def test_bert4rec_truncation_keeps_the_last_entries():
     ids = torch.tensor([[7, 6, 5, 4, 3, 2, 0, 9]])
-    masked_seq, pos, neg, index = rules.bert4rec_mask(ids, 0, 10, 2**32, 3)
+    masked_seq, pos, neg, index = rules.bert4rec_mask(ids, None, 0, 10, 2**32, 3, 0)
     assert masked_seq.tolist() == [[10, 10, 10, 10, 10, 10, 0, 9]]
     assert index.tolist() == [[3, 4, 5]] and pos.tolist() == [[4, 3, 2]]
     assert not torch.isin(neg, ids).any() and ((neg >= 1) & (neg < 10)).all()
@@ -227,7 +227,7 @@ def test_bert4rec_truncation_keeps_the_last_entries():
 def test_bert4rec_rates_and_uniform_negatives():
     n_items = 12
     ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]]).repeat(3000, 1)
-    masked_seq, _, neg, _ = rules.bert4rec_mask(ids, 8, n_items, bernoulli_threshold(0.25), 8)
+    masked_seq, _, neg, _ = rules.bert4rec_mask(ids, None, 8, n_items, bernoulli_threshold(0.25), 8, 0)
     rate = (masked_seq == n_items).float().mean().item()
     assert abs(rate - 0.25) < 4 * math.sqrt(0.25 * 0.75 / ids.numel())
     counts = torch.bincount(neg[neg > 0], minlength=n_items)
@@ -266,22 +266,108 @@ def test_bert4rec_reconstruct_test_data_by_hand():
 
 def test_bert4rec_transform():
     transform = fs.BERT4RecMasking(50, 0.2, 20)
-    assert transform.mask_item_length == 4 and transform.mask_token == 50
+    assert transform.mask_item_length == 4 and transform.mask_token == 50 and transform.ft_ratio == 0.5
     ids = _random_ids(6, 20, 50, generator_seed=7)
-    before = ids.clone()
-    torch.manual_seed(3)
-    batch = transform(ids)
-    torch.manual_seed(3)
-    seed = fastmask.masking.draw_seed(ids.device)
-    expected = rules.bert4rec_mask(ids, seed, 50, bernoulli_threshold(0.2), 4)
-    assert isinstance(batch, fs.BERT4RecBatch) and all(torch.equal(a, b) for a, b in zip(batch, expected))
-    assert torch.equal(ids, before)
+    lengths = torch.tensor([3, 0, 20, 7, 1, 12], dtype=torch.int32)
+    before, lengths_before = ids.clone(), lengths.clone()
+    for ft_ratio, ft_threshold in [(0.5, 2**31), (0, 0), (1, 2**32), (0.25, 2**30)]:
+        for item_seq_len in (None, lengths):
+            transform = fs.BERT4RecMasking(50, 0.2, 20, ft_ratio)
+            torch.manual_seed(3)
+            batch = transform(ids, item_seq_len)
+            torch.manual_seed(3)
+            seed = fastmask.masking.draw_seed(ids.device)
+            expected = rules.bert4rec_mask(ids, None if item_seq_len is None else item_seq_len.long(), seed, 50,
+                                           bernoulli_threshold(0.2), 4, ft_threshold)
+            assert isinstance(batch, fs.BERT4RecBatch)
+            assert_same(tuple(batch), expected, ft_ratio)
+    assert torch.equal(ids, before) and torch.equal(lengths, lengths_before)
     with pytest.raises(ValueError, match=r"int\(mask_ratio \* max_seq_length\)"):
         fs.BERT4RecMasking(50, 0.1, 5)
     with pytest.raises(ValueError, match="n_items"):
         fs.BERT4RecMasking(1, 0.5, 5)
     with pytest.raises(TypeError, match="item_seq"):
         transform(torch.ones(2, 3))
+
+
+def _first_negative(seed, row, position, length, n_items, items):
+    """The negative of column ``position`` by the documented rule: the first attempt a (element
+    a * L + position of the NEGATIVE stream) whose item is not in the row."""
+    for attempt in range(rules.BERT4REC_NEGATIVE_ATTEMPTS):
+        word = _draw(seed, philox.STREAM_BERT4REC_NEGATIVE, row, attempt * length + position)
+        item = 1 + int(philox.uniform_below(word, n_items - 1))
+        if item not in items:
+            return item
+    raise AssertionError("no attempt found a negative")
+
+
+def test_bert4rec_last_item_batch_by_hand():
+    """Every row masks its item at Python index len - 1 (len 0: the last column) and nothing else; each
+    list holds that one entry in its last slot, left-padded with 0."""
+    ids = torch.tensor([[3, 1, 4, 0], [5, 9, 2, 6], [0, 0, 0, 0], [7, 0, 8, 0]])
+    seed = 21
+    # No lengths given: a row's length is the position of its first 0 (3, 4, 0 and 1 here).
+    masked_seq, pos, neg, index = rules.bert4rec_mask(ids, None, seed, 10, 2**32, 3, 2**32)
+    assert masked_seq.tolist() == [[3, 1, 10, 0], [5, 9, 2, 10], [0, 0, 0, 10], [10, 0, 8, 0]]
+    assert pos.tolist() == [[0, 0, 4], [0, 0, 6], [0, 0, 0], [0, 0, 7]]
+    assert index.tolist() == [[0, 0, 2], [0, 0, 3], [0, 0, -1], [0, 0, 0]]
+    columns = [2, 3, 3, 0]
+    assert neg.tolist() == [[0, 0, _first_negative(seed, row, column, 4, 10, ids[row].tolist())]
+                            for row, column in enumerate(columns)]
+    # Given lengths win over the padding (row 3: len 3 masks column 2, after a 0).
+    lengths = torch.tensor([2, 4, 0, 3])
+    masked_seq, pos, neg, index = rules.bert4rec_mask(ids, lengths, seed, 10, 0, 2, 2**32)
+    assert masked_seq.tolist() == [[3, 10, 4, 0], [5, 9, 2, 10], [0, 0, 0, 10], [7, 0, 10, 0]]
+    assert pos.tolist() == [[0, 1], [0, 6], [0, 0], [0, 8]]
+    assert index.tolist() == [[0, 1], [0, 3], [0, -1], [0, 2]]
+    assert neg.tolist() == [[0, _first_negative(seed, row, column, 4, 10, ids[row].tolist())]
+                            for row, column in enumerate([1, 3, 3, 2])]
+    # One slot: the entry fills it. Lengths outside [0, L] mask nothing (the module refuses them).
+    masked_seq, pos, neg, index = rules.bert4rec_mask(ids, torch.tensor([1, -1, 5, 4]), seed, 10, 0, 1, 2**32)
+    assert masked_seq.tolist() == [[10, 1, 4, 0], [5, 9, 2, 6], [0, 0, 0, 0], [7, 0, 8, 10]]
+    assert pos.tolist() == [[3], [0], [0], [0]] and index.tolist() == [[0], [0], [0], [3]]
+    # A batch without columns has nothing to mask.
+    empty = rules.bert4rec_mask(torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, dtype=torch.long), seed, 10, 0, 2,
+                                2**32)
+    assert empty[0].shape == (2, 0) and all(t.tolist() == [[0, 0]] * 2 for t in empty[1:])
+
+
+def test_bert4rec_share_of_last_item_batches():
+    """ft_ratio 0 and 1 exactly; 0.5 within 4 standard deviations of a binomial over 2000 fixed seeds."""
+    ids = torch.tensor([[4, 5, 6], [7, 8, 0]])
+    lengths = torch.tensor([0, 2])  # index -1 in row 0 marks a last-item batch
+    calls = 2000
+    for ft_ratio in (0.0, 0.5, 1.0):
+        transform = fs.BERT4RecMasking(10, 0.5, 3, ft_ratio, generator=torch.Generator().manual_seed(17))
+        share = sum(transform(ids, lengths).masked_index[0, -1].item() == -1 for _ in range(calls)) / calls
+        if ft_ratio in (0.0, 1.0):
+            assert share == ft_ratio
+        else:
+            assert abs(share - 0.5) < 4 * math.sqrt(0.25 / calls), share
+
+
+def test_bert4rec_bad_arguments():
+    ids = torch.tensor([[1, 2, 0], [3, 0, 0]])
+    for ratio in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"ft_ratio must be in \[0, 1\]"):
+            fs.BERT4RecMasking(10, 0.5, 4, ft_ratio=ratio)
+    for ratio in ("0.5", None, True):
+        with pytest.raises(TypeError, match="ft_ratio must be a float"):
+            fs.BERT4RecMasking(10, 0.5, 4, ft_ratio=ratio)
+    transform = fs.BERT4RecMasking(10, 0.5, 4)
+    with pytest.raises(ValueError, match=r"item_seq_len must have shape \(2,\)"):
+        transform(ids, torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"item_seq_len must have shape \(2,\)"):
+        transform(ids, torch.tensor([[1, 2]]))
+    for bad in (torch.tensor([1.0, 2.0]), torch.tensor([True, False]), [1, 2]):
+        with pytest.raises(TypeError, match="item_seq_len must be an integer torch.Tensor"):
+            transform(ids, bad)
+    for bad in ([-1, 2], [1, 4]):
+        with pytest.raises(ValueError, match=r"item_seq_len values must be in \[0, 3\]"):
+            transform(ids, torch.tensor(bad))
+    # Unchecked, an out-of-range length masks nothing in a last-item batch.
+    unchecked = fs.BERT4RecMasking(10, 0.5, 4, 1.0, check_inputs=False)(ids, torch.tensor([-1, 4]))
+    assert torch.equal(unchecked.masked_item_seq, ids) and not unchecked.masked_index.any()
 
 
 # ==================================================================================================

@@ -230,7 +230,7 @@ COMPILE_SCRIPT = textwrap.dedent(
     os.environ.pop("TRITON_INTERPRET", None)
     import triton
     from triton.backends.compiler import GPUTarget
-    from fastmask.triton_kernels import masking, ranking, sampling
+    from fastmask.triton_kernels import masking, ranking, sampling, sequence
 
     def build(fn, signature, constants, capability, warps):
         signature = dict(signature, **{name: "constexpr" for name in constants})
@@ -271,6 +271,11 @@ COMPILE_SCRIPT = textwrap.dedent(
               dict(scores_ptr="*" + dtype, items_ptr="*i64", out_ptr="*i64", num_columns="i32",
                    row_stride="i64", num_items="i32", split_columns="i32"),
               {"ACCUMULATE": accumulate, "BLOCK_M": 2, "BLOCK_V": 2048}, capability, 8)
+    for has_lengths in (False, True):
+        build(sequence._bert4rec_mask_kernel,
+              dict(ids, lengths_ptr="*i64", masked_seq_ptr="*i64", pos_ptr="*i64", neg_ptr="*i64", index_ptr="*i64",
+                   length="i32", n_items="i64", threshold="i64", mask_item_length="i32", ft_threshold="i64"),
+              {"HAS_LENGTHS": has_lengths, "BLOCK": 256, "CHUNK": 32}, capability, 4)
     print("compiled")
     """
 )

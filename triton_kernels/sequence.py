@@ -18,6 +18,7 @@ STREAM_MERLIN_BERNOULLI = tl.constexpr(reference.STREAM_MERLIN_BERNOULLI)
 STREAM_MERLIN_RESET = tl.constexpr(reference.STREAM_MERLIN_RESET)
 STREAM_BERT4REC_MASK = tl.constexpr(reference.STREAM_BERT4REC_MASK)
 STREAM_BERT4REC_NEGATIVE = tl.constexpr(reference.STREAM_BERT4REC_NEGATIVE)
+STREAM_BERT4REC_FINE_TUNE = tl.constexpr(reference.STREAM_BERT4REC_FINE_TUNE)
 STREAM_LOG_UNIFORM = tl.constexpr(reference.STREAM_LOG_UNIFORM)
 NEGATIVE_ATTEMPTS = tl.constexpr(BERT4REC_NEGATIVE_ATTEMPTS)
 HIGH_SHIFT = tl.constexpr(LOG_UNIFORM_BITS - 32)
@@ -86,9 +87,9 @@ def _in_row(candidates, ids_ptr, base, length, CHUNK: tl.constexpr):
 
 @triton.jit
 def _bert4rec_mask_kernel(
-    ids_ptr, seed_ptr, masked_seq_ptr, pos_ptr, neg_ptr, index_ptr,
-    length, n_items, threshold, mask_item_length,
-    BLOCK: tl.constexpr, CHUNK: tl.constexpr,
+    ids_ptr, lengths_ptr, seed_ptr, masked_seq_ptr, pos_ptr, neg_ptr, index_ptr,
+    length, n_items, threshold, mask_item_length, ft_threshold,
+    HAS_LENGTHS: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr,
 ):
     row = tl.program_id(0)
     seed = tl.load(seed_ptr)
@@ -96,10 +97,21 @@ def _bert4rec_mask_kernel(
     in_row = offs < length
     base = row.to(tl.int64) * length
     ids = tl.load(ids_ptr + base + offs, mask=in_row, other=1).to(tl.int64)
-    scan_length = tl.min(tl.where(in_row & (ids == 0), offs, length), 0)
+    scan_length = tl.min(tl.where(in_row & (ids == 0), offs, length), 0).to(tl.int64)
+
+    # One draw per batch (element 0 of row 0): every program makes the same choice. A last-item batch
+    # masks column `last` (Python's index n - 1) and draws nothing; a random batch has last = -1.
+    last_item_batch = draw(seed, STREAM_BERT4REC_FINE_TUNE, row * 0, row * 0).to(tl.int64) < ft_threshold
+    if HAS_LENGTHS:
+        n = tl.load(lengths_ptr + row)
+    else:
+        n = scan_length
+    last = tl.where(n > 0, n - 1, length - 1)
+    last = tl.where(last_item_batch & (n >= 0) & (n <= length), last, -1)
+    threshold = tl.where(last_item_batch, 0, threshold)
 
     words = block_draws(seed, STREAM_BERT4REC_MASK, row, 0, BLOCK)
-    masked = (offs < scan_length) & (words.to(tl.int64) < threshold)
+    masked = (offs == last) | ((offs < scan_length) & (words.to(tl.int64) < threshold))
     tl.store(masked_seq_ptr + base + offs, tl.where(masked, n_items, ids), mask=in_row)
 
     count = tl.sum(masked.to(tl.int32), 0)
@@ -107,7 +119,7 @@ def _bert4rec_mask_kernel(
     keep = masked & (slot >= 0)
     out = row.to(tl.int64) * mask_item_length + slot
     tl.store(pos_ptr + out, ids, mask=keep)
-    tl.store(index_ptr + out, offs.to(tl.int64), mask=keep)
+    tl.store(index_ptr + out, tl.where(offs == last, n - 1, offs.to(tl.int64)), mask=keep)
 
     # Negatives: bounded retries, then a cyclic scan after the last attempt (reference docstring).
     span = n_items - 1
@@ -134,7 +146,7 @@ def _bert4rec_mask_kernel(
     tl.store(neg_ptr + out, negatives, mask=keep)
 
 
-def bert4rec_mask(item_seq, seed, n_items, threshold, mask_item_length):
+def bert4rec_mask(item_seq, item_seq_len, seed, n_items, threshold, mask_item_length, ft_threshold):
     item_seq = item_seq.contiguous()
     batch, length = item_seq.shape
     device = item_seq.device
@@ -143,10 +155,11 @@ def bert4rec_mask(item_seq, seed, n_items, threshold, mask_item_length):
     if batch == 0 or length == 0:
         return (masked_item_seq, *lists)
     block = _row_block(length)
+    has_lengths = item_seq_len is not None
     _bert4rec_mask_kernel[(batch,)](
-        item_seq, seed, masked_item_seq, *lists,
-        length, n_items, threshold, mask_item_length,
-        BLOCK=block, CHUNK=min(block, _MEMBERSHIP_CHUNK),
+        item_seq, item_seq_len.contiguous() if has_lengths else item_seq, seed, masked_item_seq, *lists,
+        length, n_items, threshold, mask_item_length, ft_threshold,
+        HAS_LENGTHS=has_lengths, BLOCK=block, CHUNK=min(block, _MEMBERSHIP_CHUNK),
     )
     return (masked_item_seq, *lists)
 

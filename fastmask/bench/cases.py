@@ -288,14 +288,16 @@ def _bert4rec_case(name: str, batch: int, length: int) -> Case:
     def fastmask_fn(inputs):
         from ..sequence import BERT4RecMasking
 
-        masking = BERT4RecMasking(N_ITEMS, BERT4REC_MASK_RATIO, length)
+        # RecBole's transform reads no ft_ratio from this configuration: random masking only, as here.
+        masking = BERT4RecMasking(N_ITEMS, BERT4REC_MASK_RATIO, length, ft_ratio=0.0)
         return lambda: masking(inputs["ids"])
 
     def recbole_fn(recbole, inputs):
         return recbole.mask_itemseq(inputs["ids"], N_ITEMS, BERT4REC_MASK_RATIO, length)
 
     return Case(
-        name, "bert4rec_mask", {"B": batch, "L": length, "n_items": N_ITEMS, "mask_ratio": BERT4REC_MASK_RATIO},
+        name, "bert4rec_mask",
+        {"B": batch, "L": length, "n_items": N_ITEMS, "mask_ratio": BERT4REC_MASK_RATIO, "ft_ratio": 0.0},
         "int64", lambda device: {"ids": make_item_ids(batch, length, device)}, fastmask_fn, RECBOLE, recbole_fn,
         batch * length * 8, (batch * length + 3 * batch * mask_item_length) * 8,
     )

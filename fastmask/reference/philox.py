@@ -35,13 +35,14 @@ STREAM_PLM_FORCE = 5  # element 0: position forced when the span walk masked not
 STREAM_PLM_UNMASK = 6  # element 0: target dropped when every non-pad item is one
 STREAM_PLM_PERM = 7  # element t: 32-bit permutation key of position t
 STREAM_GUMBEL = 8  # element j: noise of vocabulary column j (row = logits row)
-# Streams 9-13 belong to the sequence-masking policies and the sampler (fastmask.sequence):
+# Streams 9-14 belong to the sequence-masking policies and the sampler (fastmask.sequence):
 # their element layouts are documented next to their reference rules.
 STREAM_MERLIN_BERNOULLI = 9
 STREAM_MERLIN_RESET = 10
 STREAM_BERT4REC_MASK = 11
 STREAM_BERT4REC_NEGATIVE = 12
 STREAM_LOG_UNIFORM = 13
+STREAM_BERT4REC_FINE_TUNE = 14
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 

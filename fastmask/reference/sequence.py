@@ -160,12 +160,22 @@ def _left_pad_last(values: torch.Tensor, slot: torch.Tensor, keep: torch.Tensor,
     return out[:, :width].contiguous()
 
 
+def bert4rec_fine_tune_batch(seed, ft_threshold: int) -> bool:
+    """Whether a BERT4Rec batch is a last-item ("fine-tune") batch: RecBole draws one uniform number per
+    batch and compares it with ``ft_ratio``. Here: ``draw(BERT4REC_FINE_TUNE, row 0, element 0) <
+    ft_threshold``, with ``ft_threshold = bernoulli_threshold(ft_ratio)`` (0 never, 2^32 always)."""
+    return int(philox.draws(philox.seed_value(seed), philox.STREAM_BERT4REC_FINE_TUNE, 0, 0)) < ft_threshold
+
+
 def bert4rec_mask(
-    item_seq: torch.Tensor, seed, n_items: int, threshold: int, mask_item_length: int
+    item_seq: torch.Tensor, item_seq_len, seed, n_items: int, threshold: int, mask_item_length: int, ft_threshold: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """RecBole ``MaskItemSequence``: (masked_item_seq (B, L), pos_items, neg_items, masked_index (B, M)).
 
-    All int64, M = ``mask_item_length``. Per row, with padding id 0:
+    All int64, M = ``mask_item_length``. The batch is a last-item batch iff
+    ``bert4rec_fine_tune_batch(seed, ft_threshold)``; otherwise a random batch. Padding id is 0.
+
+    Random batch, per row:
 
     1. Positions are scanned up to the first 0; scanned position t is masked iff
        ``draw(BERT4REC_MASK, row, element t) < threshold``. There is no at-least-one rule.
@@ -174,6 +184,16 @@ def bert4rec_mask(
     3. In position order, each masked position gives its item, a negative (``bert4rec_negatives``)
        and its index. The three lists are left-padded with 0 to M, keeping their LAST M entries
        (earlier masks stay masked in ``masked_item_seq`` but get no loss).
+
+    Last-item batch, per row of length n (``item_seq_len``, int64 (B,); None: the position of the
+    first 0, or L, which is the random batch's scan length and RecBole's length for right-padded rows):
+
+    1. Only column p is masked, p = n - 1 as a Python index: n = 0 gives p = L - 1, the last column.
+    2. The lists hold one entry, in their last slot: the item at p (0 when p is padding), its
+       negative (``bert4rec_negatives`` for column p: elements ``a * L + p``) and the index ``n - 1``
+       (-1 when n = 0, as RecBole writes it).
+    3. A row with n outside [0, L] (which ``fastmask.sequence.BERT4RecMasking`` refuses when it checks
+       values), and every row of a batch without columns, masks nothing: the row unchanged, its lists 0.
     """
     seed = philox.seed_value(seed)
     batch, length = item_seq.shape
@@ -183,8 +203,16 @@ def bert4rec_mask(
         scan_length = torch.where(item_seq == 0, positions, length).amin(1)
     else:
         scan_length = torch.zeros(batch, dtype=torch.int64, device=device)
-    words = _row_draws(seed, philox.STREAM_BERT4REC_MASK, batch, length).to(device)
-    masked = (positions[None, :] < scan_length[:, None]) & (words < threshold)
+    if bert4rec_fine_tune_batch(seed, ft_threshold):
+        lengths = scan_length if item_seq_len is None else item_seq_len.long()
+        last = torch.where(lengths > 0, lengths - 1, length - 1)
+        in_range = (lengths >= 0) & (lengths <= length)
+        masked = in_range[:, None] & (positions[None, :] == last[:, None])
+        index = (lengths - 1)[:, None].expand(batch, length)
+    else:
+        words = _row_draws(seed, philox.STREAM_BERT4REC_MASK, batch, length).to(device)
+        masked = (positions[None, :] < scan_length[:, None]) & (words < threshold)
+        index = positions.expand(batch, length)
     masked_item_seq = torch.where(masked, n_items, item_seq.long())
 
     slot = mask_item_length - masked.sum(1, keepdim=True) + masked.long().cumsum(1) - 1
@@ -192,7 +220,7 @@ def bert4rec_mask(
     negatives = bert4rec_negatives(item_seq, seed, n_items, keep)
     pos_items = _left_pad_last(item_seq, slot, keep, mask_item_length)
     neg_items = _left_pad_last(negatives, slot, keep, mask_item_length)
-    masked_index = _left_pad_last(positions.expand(batch, length), slot, keep, mask_item_length)
+    masked_index = _left_pad_last(index, slot, keep, mask_item_length)
     return masked_item_seq, pos_items, neg_items, masked_index
 
 
