@@ -30,7 +30,7 @@ from torch import nn
 
 from . import ops
 from ._checks import data_checks_enabled
-from .reference import masking as rules
+from .reference import masking as reference_masking
 from .reference.philox import bernoulli_threshold
 from .registry import Registry
 
@@ -63,11 +63,15 @@ def _check_probability(name: str, value: float, allow_zero: bool = False) -> flo
     return float(value)
 
 
-def _check_int(name: str, value) -> int:
-    """``value`` as a Python int: any integer type (numpy's too, as the reference takes), not bool."""
+def _check_int(name: str, value, minimum: Optional[int] = None) -> int:
+    """``value`` as a Python int of at least ``minimum``: any integer type (numpy's too, as the reference
+    takes), not bool."""
     if isinstance(value, bool) or not hasattr(type(value), "__index__"):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    return operator.index(value)
+    value = operator.index(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
 
 
 class OutputSizeMixin:
@@ -114,9 +118,7 @@ class MaskSequence(OutputSizeMixin, nn.Module):
         **kwargs,
     ):
         super().__init__()
-        hidden_size = _check_int("hidden_size", hidden_size)
-        if hidden_size <= 0:
-            raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
+        hidden_size = _check_int("hidden_size", hidden_size, 1)
         self.padding_idx = _check_int("padding_idx", padding_idx)
         self.hidden_size = hidden_size
         self.eval_on_last_item_seq_only = eval_on_last_item_seq_only
@@ -350,10 +352,7 @@ class PermutationLanguageModeling(MaskSequence):
     ):
         super().__init__(hidden_size, padding_idx, eval_on_last_item_seq_only, **kwargs)
         self.plm_probability = _check_probability("plm_probability", plm_probability)
-        max_span_length = _check_int("max_span_length", max_span_length)
-        if max_span_length < 1:
-            raise ValueError(f"max_span_length must be >= 1, got {max_span_length}")
-        self.max_span_length = max_span_length
+        self.max_span_length = _check_int("max_span_length", max_span_length, 1)
         self.permute_all = permute_all
         self.target_mapping: Optional[torch.Tensor] = None
         self.perm_mask: Optional[torch.Tensor] = None
@@ -367,7 +366,7 @@ class PermutationLanguageModeling(MaskSequence):
         construction, as on the reference's modules); computed once per pair of values."""
         key = (self.plm_probability, self.max_span_length)
         if self._span_table[0] != key:
-            lengths = rules.plm_context_lengths(self.plm_probability, self.max_span_length)
+            lengths = reference_masking.plm_context_lengths(self.plm_probability, self.max_span_length)
             if lengths[-1] > _MAX_CONTEXT_LENGTH:
                 raise ValueError(
                     f"max_span_length / plm_probability = {lengths[-1]} must be below 2**31; "
@@ -403,7 +402,7 @@ class PermutationLanguageModeling(MaskSequence):
         schema, targets = ops.next_item_targets(item_ids, self.padding_idx)
         # The reference builds this one on the CPU as int64, whatever the ids' device.
         target_mapping = torch.nn.functional.one_hot(torch.arange(length), num_classes=length)
-        perm_mask = rules.causal_perm_mask(batch, length, item_ids.device)
+        perm_mask = reference_masking.causal_perm_mask(batch, length, item_ids.device)
         return schema, targets, target_mapping.expand(batch, length, length), perm_mask
 
     def compute_masked_targets(self, item_ids: torch.Tensor, training=False, **kwargs) -> MaskingInfo:

@@ -26,17 +26,9 @@ import torch
 
 from . import ops
 from ._checks import data_checks_enabled
-from .masking import MaskedLanguageModeling, MaskingInfo, MaskSequence, _check_probability, draw_seed
-from .reference import sequence as rules
+from .masking import MaskedLanguageModeling, MaskingInfo, MaskSequence, _check_int, _check_probability, draw_seed
+from .reference import sequence as reference_sequence
 from .reference.philox import bernoulli_threshold
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -63,7 +55,7 @@ class _MerlinMasking(MaskSequence):
         self, item_ids: torch.Tensor, training: bool = False, testing: bool = False
     ) -> MaskingInfo:
         if not training and not testing:
-            return MaskingInfo(rules.merlin_inference_mask(item_ids, self.padding_idx), None)
+            return MaskingInfo(reference_sequence.merlin_inference_mask(item_ids, self.padding_idx), None)
         return MaskingInfo(self._train_eval_schema(item_ids, training), item_ids.clone())
 
     def _check_lengths(self, item_ids: torch.Tensor) -> None:
@@ -106,7 +98,7 @@ class MerlinMaskRandom(_MerlinMasking):
     def _train_eval_schema(self, item_ids: torch.Tensor, training: bool) -> torch.Tensor:
         self._check_lengths(item_ids)
         if not training:
-            return rules.merlin_mask_last(item_ids, self.padding_idx)
+            return reference_sequence.merlin_mask_last(item_ids, self.padding_idx)
         threshold = bernoulli_threshold(_check_probability("masking_prob", self.masking_prob))
         return ops.merlin_mask_random(
             item_ids, self._seed(item_ids.device), self.padding_idx, threshold, self.reset_any_full_row
@@ -119,7 +111,7 @@ class MerlinMaskLast(_MerlinMasking):
 
     def _train_eval_schema(self, item_ids: torch.Tensor, training: bool) -> torch.Tensor:
         self._check_lengths(item_ids)
-        return rules.merlin_mask_last(item_ids, self.padding_idx)
+        return reference_sequence.merlin_mask_last(item_ids, self.padding_idx)
 
 
 class MerlinMaskLastInference(_MerlinMasking):
@@ -230,7 +222,7 @@ def reconstruct_test_data(
     ops.check_ids("item_seq", item_seq, 0)
     _check_int("n_items", n_items, 2)
     _checked_lengths(item_seq, item_seq_len, check_inputs)
-    return rules.bert4rec_reconstruct_test_data(item_seq, item_seq_len, n_items)
+    return reference_sequence.bert4rec_reconstruct_test_data(item_seq, item_seq_len, n_items)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,7 +232,7 @@ def _cdf_table(dist: torch.Tensor) -> torch.Tensor:
     """``log_uniform_cdf_table(dist)`` on ``dist``'s device; on the meta device only its shape."""
     if dist.is_meta:
         return torch.empty(max(dist.shape[0] - 1, 0), dtype=torch.int64, device="meta")
-    return rules.log_uniform_cdf_table(dist).to(dist.device)
+    return reference_sequence.log_uniform_cdf_table(dist).to(dist.device)
 
 
 def _log_uniform_cdf(sampler: torch.nn.Module) -> torch.Tensor:
@@ -339,11 +331,11 @@ class LogUniformSampler(torch.nn.Module):
 
     def get_log_uniform_distr(self, max_id: int, min_id: int = 0) -> torch.Tensor:
         """Log-uniform probabilities of ids ``[0, max_id)`` (0 below ``min_id``), float32."""
-        return rules.log_uniform_distribution(max_id, min_id)
+        return reference_sequence.log_uniform_distribution(max_id, min_id)
 
     def get_unique_sampling_distr(self, dist, n_sample):
         """The reference's probability of each id to be drawn in ``n_sample`` draws, 1 - (1 + p)^-n."""
-        return rules.unique_sampling_distribution(dist, n_sample)
+        return reference_sequence.unique_sampling_distribution(dist, n_sample)
 
     def sample(self, labels: torch.Tensor):
         """Negatives for ``labels`` (long, (B,), (B, 1) or (1, B)) and the probabilities of both.
@@ -371,13 +363,13 @@ class LogUniformSampler(torch.nn.Module):
             table = _log_uniform_cdf(self)
             seed = draw_seed(table.device, getattr(self, "generator", None))
             if getattr(self, "fixed_size", False):
-                draws = ops.log_uniform_draws(table, seed, rules.FIXED_SIZE_DRAWS_PER_TRY * self.n_sample)
-                neg_samples = rules.fixed_size_negatives(
+                draws = ops.log_uniform_draws(table, seed, reference_sequence.FIXED_SIZE_DRAWS_PER_TRY * self.n_sample)
+                neg_samples = reference_sequence.fixed_size_negatives(
                     draws, self.n_sample, self.max_n_samples, self.max_id, self.min_id
                 )
             else:
                 draws = ops.log_uniform_draws(table, seed, self.n_sample)
-                neg_samples = rules.unique_negatives(draws, self.max_n_samples)
+                neg_samples = reference_sequence.unique_negatives(draws, self.max_n_samples)
             neg_samples = neg_samples.to(labels.device)
 
             dist = self.unique_sampling_dist if self.unique_sampling else self.dist

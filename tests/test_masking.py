@@ -376,7 +376,7 @@ def test_numpy_integer_arguments():
 def test_bad_constructor_arguments(cls, kwargs, error, match):
     with pytest.raises(error, match=match):
         cls(HIDDEN, **kwargs)
-    with pytest.raises(ValueError, match="hidden_size must be a positive int"):
+    with pytest.raises(ValueError, match="hidden_size must be >= 1"):
         cls(0)
 
 

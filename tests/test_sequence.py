@@ -585,3 +585,12 @@ def test_modules_give_the_same_bits_on_every_backend(any_backend):
     for op in ("merlin_mask_random", "bert4rec_mask", "log_uniform_draws"):
         assert fastmask.ops.last_backend(op) == any_backend.name
     assert_same(got, expected)
+
+
+def test_integer_arguments_take_numpy_integers_as_the_masking_modules_do():
+    transform = fs.BERT4RecMasking(np.int64(50), 0.2, np.int32(20))
+    assert (transform.n_items, transform.max_seq_length) == (50, 20) and type(transform.n_items) is int
+    with pytest.raises(TypeError, match="n_items must be an int, got bool"):
+        fs.BERT4RecMasking(True, 0.2, 20)
+    with pytest.raises(ValueError, match="max_seq_length must be >= 1, got 0"):
+        fs.BERT4RecMasking(50, 0.2, 0)
