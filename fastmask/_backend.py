@@ -9,6 +9,8 @@ from functools import lru_cache
 
 import torch
 
+from . import _extension
+
 BACKENDS = ("reference", "cpp", "cuda", "triton")
 ENV_VAR = "FASTMASK_BACKEND"
 
@@ -17,14 +19,10 @@ _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("fastmask_b
 
 @lru_cache(maxsize=None)
 def compiled_extension():
-    """The ``fastmask._C`` extension module, or None when it was not built."""
-    if os.environ.get("FASTMASK_SKIP_EXTENSION") == "1":
-        return None
-    try:
-        extension = importlib.import_module("fastmask._C")
-    except ImportError:
-        return None
-    importlib.import_module("fastmask._compiled")  # fakes of the fastmask_C ops
+    """The ``fastmask._C`` extension module, or None (``_extension.missing_reason("cpp")`` says why)."""
+    extension = _extension.load()
+    if extension is not None:
+        importlib.import_module("fastmask._compiled")  # fakes of the fastmask_C ops
     return extension
 
 
@@ -58,7 +56,8 @@ def backends() -> list[str]:
 def _check(name: str) -> str:
     if not available(name):
         raise RuntimeError(
-            f"fastmask backend {name!r} is not available here (available: {', '.join(backends())})"
+            f"fastmask backend {name!r} is not available here: {_extension.missing_reason(name)} "
+            f"(available: {', '.join(backends())})"
         )
     return name
 
@@ -82,5 +81,10 @@ def select(device: torch.device) -> str:
         for name in ("triton", "cuda"):
             if available(name):
                 return name
+        _extension.warn_missing("triton")
+        _extension.warn_missing("cuda")
         return "reference"
-    return "cpp" if available("cpp") else "reference"
+    if available("cpp"):
+        return "cpp"
+    _extension.warn_missing("cpp")
+    return "reference"
