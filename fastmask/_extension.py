@@ -339,7 +339,9 @@ def _load(state: _State) -> None:
             _use(state, _import(path), path, how, wanted, no_cuda)
             return
     else:
-        status = "is not built" if installed is None else f"at {installed} is not usable ({refused})"
+        status = ("is not built" if installed is None
+                  else f"at {installed} has no CUDA ops for this GPU" if partial is not None
+                  else f"at {installed} is not usable ({refused})")
         why_not = f"fastmask._C {status} and {why_not}; or build it ahead: {_REINSTALL}"
     if partial is not None:
         _use(state, _load_installed(), installed, "installed", partial, None)

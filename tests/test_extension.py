@@ -252,3 +252,85 @@ def test_environment_report(tmp_path):
     assert "  triton    unavailable: triton is not installed: pip install triton" in lines
     if not torch.cuda.is_available():
         assert "  cuda: no GPU visible" in lines
+
+
+@pytest.mark.parametrize("setting, reason", [
+    ({"cuda": None}, "is a CPU-only build: install a CUDA build of torch"),
+    ({"gpu": False}, "no CUDA GPU is visible"),
+    ({"nvcc": None}, "nvcc was not found: install the CUDA 12.8 toolkit or set CUDA_HOME to it"),
+    ({"FASTMASK_SKIP_CUDA": "1"}, "FASTMASK_SKIP_CUDA=1 is set"),
+    ({}, None),
+    ({"gpu": False, "TORCH_CUDA_ARCH_LIST": "9.0"}, None),  # a listed architecture needs no GPU
+])
+def test_when_cuda_ops_are_built(monkeypatch, setting, reason):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(torch.version, "cuda", setting.get("cuda", "12.8"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: setting.get("gpu", True))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (9, 0))
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", setting.get("nvcc", "/usr/local/cuda"))
+    for name in ("FASTMASK_SKIP_CUDA", "TORCH_CUDA_ARCH_LIST"):
+        monkeypatch.delenv(name, raising=False)
+        if name in setting:
+            monkeypatch.setenv(name, setting[name])
+    archs, why_not = _extension._cuda_plan()
+    assert (archs is None) == (reason is not None)
+    assert why_not is None if reason is None else why_not.endswith(reason)
+    if reason is None:
+        assert archs == setting.get("TORCH_CUDA_ARCH_LIST", "9.0+PTX")
+
+
+def test_cuda_build_compiles_what_setup_py_compiles(tmp_path, monkeypatch):
+    # torch.utils.cpp_extension.load replaced by a recorder that writes a library with the key it got.
+    from torch.utils import cpp_extension
+
+    calls = []
+
+    def record(name, sources, **options):
+        calls.append(dict(options, name=name, sources=sources, archs=os.environ.get("TORCH_CUDA_ARCH_LIST")))
+        define = next(flag for flag in options["extra_cflags"] if flag.startswith("-DFASTMASK_BUILD_KEY="))
+        Path(options["build_directory"], "_C.so").write_text("fastmask-build-key:" + define.split("=", 1)[1] + ":end")
+
+    monkeypatch.setattr(cpp_extension, "load", record)
+    monkeypatch.setenv("FASTMASK_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    csrc = ROOT / "csrc"
+    key = _extension.build_key(csrc, True, "9.0+PTX")
+    path, how = _extension._build_cached(key, csrc, "9.0+PTX", None, None)
+    assert how == "built" and _extension.read_key(path) == key
+    assert "TORCH_CUDA_ARCH_LIST" not in os.environ
+    (call,) = calls
+    define = "-DFASTMASK_BUILD_KEY=" + _extension.key_define(key)[1]
+    assert call["name"] == "_C" and call["with_cuda"] and call["archs"] == "9.0+PTX"
+    assert call["extra_cflags"] == ["-O3", "-ffp-contract=off", "-fopenmp", define, "-DFASTMASK_WITH_CUDA=1"]
+    assert call["extra_cuda_cflags"] == ["-O3", "--fmad=false", define, "-DFASTMASK_WITH_CUDA=1"]
+    assert call["extra_ldflags"] == ["-fopenmp"] and call["extra_include_paths"] == [str(csrc)]
+    # Each source through a uniquely named file that includes it: torch names objects by base name.
+    wrapped = {Path(source).name: Path(source).read_text() for source in call["sources"]}
+    expected = _extension.compiled_sources(csrc, True)
+    assert len(wrapped) == len(expected)
+    assert sorted(wrapped.values()) == sorted(f'#include "{source.resolve()}"\n' for source in expected)
+    assert {"registration.cpp", "build_info.cpp", "cuda__bindings.cpp", "cuda__masking.cu"} <= set(wrapped)
+
+
+@needs_compiler
+def test_an_installed_extension_without_cuda_ops_still_serves_the_cpu(tmp_path):
+    # A CPU-only build, as a GPU machine without nvcc at install time would have made.
+    csrc = tiny_sources(tmp_path)
+    built, _ = load_in_subprocess(csrc, None, clean_env(tmp_path / "cache"))
+    # The same library found as the installed _C by a process that sees a GPU it cannot serve,
+    # with the just-in-time build off.
+    code = LOAD.replace("module = _extension.load()", (
+        "_extension._cuda_plan = lambda: ('9.0+PTX', None)\n"
+        "_extension._gpus = lambda: [(9, 0)]\n"
+        "_extension._load_installed = lambda: _extension._import(Path(sys.argv[2]))\n"
+        "module = _extension.load()\n"
+        "print(_extension._state.reasons['cuda'])"))
+    result = subprocess.run([sys.executable, "-c", code, str(csrc), built["path"]], capture_output=True, text=True,
+                            env=clean_env(tmp_path / "other-cache", FASTMASK_JIT="0"), check=True)
+    reason, loaded = result.stdout.splitlines()[-2:]
+    loaded = json.loads(loaded)
+    assert loaded["tiny"] == 1 and loaded["how"] == "installed" and loaded["path"] == built["path"]
+    assert reason == (f"fastmask._C at {built['path']} has no CUDA ops for this GPU and "
+                      "FASTMASK_JIT=0 turns off the just-in-time build; or build it ahead: " + _extension._REINSTALL)
