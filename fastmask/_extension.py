@@ -90,7 +90,7 @@ def cuda_archs() -> str | None:
     newest also as PTX, as torch picks them), else None."""
     listed = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
     if listed:
-        return ";".join(listed.replace(" ", ";").split(";"))
+        return ";".join(part for part in re.split(r"[;\s]+", listed) if part)
     import torch
 
     if not torch.cuda.is_available():
@@ -187,13 +187,12 @@ def _abi_mismatch(found: dict[str, str] | None, wanted: dict[str, str]) -> str |
 
 def _arch_covers(archs: str, capability: tuple[int, int]) -> bool:
     """Whether a build for ``archs`` (TORCH_CUDA_ARCH_LIST syntax) runs on a GPU of ``capability``:
-    same major and no newer minor for machine code (exact for the 'a' variants), no newer for PTX."""
-    if archs == "-":
-        return True  # left to torch's defaults: trusted
-    for arch in archs.split(";"):
-        match = re.fullmatch(r"(\d+)\.(\d+)([af]?)(\+PTX)?", arch.strip())
-        if match is None:
-            continue
+    same major and no newer minor for machine code (exact for the 'a' variants), no newer for PTX.
+    Lists left to torch's defaults ("-") or naming architectures ("Hopper") are trusted."""
+    matches = [re.fullmatch(r"(\d+)\.(\d+)([af]?)(\+PTX)?", arch) for arch in archs.split(";")]
+    if archs == "-" or None in matches:
+        return True
+    for match in matches:
         built = (int(match.group(1)), int(match.group(2)))
         if match.group(4) and built <= capability:
             return True

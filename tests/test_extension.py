@@ -121,6 +121,7 @@ def test_a_foreign_key_names_what_differs():
     ("9.0a", (9, 1), False),          # arch-specific code runs on that architecture only
     ("7.5+PTX", (7, 0), False),
     ("-", (7, 0), True),              # left to torch's defaults
+    ("Ampere;Hopper", (7, 0), True),  # named architectures: trusted
 ])
 def test_architecture_coverage(archs, capability, runs):
     assert _extension._arch_covers(archs, capability) is runs
