@@ -45,7 +45,7 @@ CACHE_VAR = "FASTMASK_CACHE_DIR"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _MARKER = re.compile(rb"fastmask-build-key:0x([0-9a-f]*):end")
-_REINSTALL = "pip install --no-build-isolation fastmask (from its source folder: pip install --no-build-isolation .)"
+_REINSTALL = "pip install --no-build-isolation . in fastmask's source folder"
 
 
 class BackendMissingWarning(UserWarning):

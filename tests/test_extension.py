@@ -223,8 +223,7 @@ def test_a_missing_cpu_backend_warns_once_with_the_fix(tmp_path, env, warned):
     if warned:
         assert messages == ["fastmask: the cpp backend is not available, so ops fall back to slower code: "
                             "fastmask._C is not built and FASTMASK_JIT=0 turns off the just-in-time build; "
-                            "or build it ahead: pip install --no-build-isolation fastmask "
-                            "(from its source folder: pip install --no-build-isolation .)"]
+                            "or build it ahead: pip install --no-build-isolation . in fastmask's source folder"]
     else:
         assert messages == []
 
