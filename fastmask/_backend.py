@@ -7,7 +7,6 @@ import importlib
 import importlib.util
 import os
 import sys
-import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
@@ -100,7 +99,8 @@ def backends() -> list[str]:
 def _checked(name: str) -> str:
     if not available(name):
         raise RuntimeError(
-            f"fastmask backend {name!r} is not available here (available: {', '.join(backends())})"
+            f"fastmask backend {name!r} is not available here: {_extension.missing_reason(name)} "
+            f"(available: {', '.join(backends())})"
         )
     return name
 
@@ -136,15 +136,9 @@ def candidates(device_type: str, forced: Optional[str]) -> tuple[str, ...]:
     return (forced, "reference") if forced != "reference" else ("reference",)
 
 
-@lru_cache(maxsize=None)
 def warn_if_no_kernels(device_type: str, forced: Optional[str]) -> None:
-    """Warn once when ops on ``device_type`` fall back to the reference although a kernel backend
-    could serve it, saying why each one is missing."""
-    if forced == "reference" or device_type not in _PREFERENCE:
-        return
-    reasons = [f"{name}: {_extension.missing_reason(name)}" for name in _PREFERENCE[device_type]]
-    warnings.warn(
-        f"fastmask: no kernel backend for {device_type} tensors, ops run on the (slow) reference; "
-        + "; ".join(reasons),
-        stacklevel=6,
-    )
+    """When ops on ``device_type`` fall back to the reference, warn once per kernel backend that could
+    serve the device but is missing, saying why and the fix (``_extension.warn_missing``)."""
+    if forced != "reference":
+        for name in _PREFERENCE.get(device_type, ()):
+            _extension.warn_missing(name)

@@ -1,5 +1,6 @@
 """Packaging: the sdist carries what a source build needs; the wheel installs triton_kernels/ as
-fastmask.triton_kernels (never as a top-level triton_kernels, a name Triton itself ships)."""
+fastmask.triton_kernels (never as a top-level triton_kernels, a name Triton itself ships) and the C++
+sources as fastmask/csrc (for the just-in-time build); setup.py compiles the build key in."""
 import json
 import os
 import subprocess
@@ -37,7 +38,7 @@ def test_sdist_carries_every_source_and_header(tmp_path):
     assert [name for name in needed if name not in names] == []
 
 
-def test_wheel_installs_the_triton_kernels_inside_fastmask(tmp_path):
+def test_wheel_installs_the_triton_kernels_and_the_sources_inside_fastmask(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
         env=NO_EXTENSION, check=True, capture_output=True,
@@ -47,6 +48,8 @@ def test_wheel_installs_the_triton_kernels_inside_fastmask(tmp_path):
     kernels = [name.replace("triton_kernels/", "fastmask/triton_kernels/") for name in source_files("triton_kernels")]
     assert [name for name in kernels if name not in names] == []
     assert not any(name.startswith("triton_kernels/") for name in names)
+    # Every source and header, exactly: the build key hashes these files.
+    assert sorted(name for name in names if name.startswith("fastmask/csrc/")) == ["fastmask/" + name for name in source_files("csrc")]
 
 
 # setup.py run as if torch were a CUDA build with nvcc found (the machine needs neither): which
@@ -63,7 +66,8 @@ sys.argv = ["setup.py", "--name"]
 (extension,) = runpy.run_path("setup.py", run_name="__main__")["ext_modules"]
 cuda = any(source.endswith(".cu") for source in extension.sources)
 arch_flags = cpp_extension._get_cuda_arch_flags() if cuda and "TORCH_CUDA_ARCH_LIST" in os.environ else None
-print(json.dumps({"cuda": cuda, "arch_flags": arch_flags}))
+key = bytes.fromhex(dict(extension.define_macros)["FASTMASK_BUILD_KEY"][2:]).decode()
+print(json.dumps({"cuda": cuda, "arch_flags": arch_flags, "key": dict(field.split("=") for field in key.split())}))
 """
 
 
@@ -83,12 +87,14 @@ def test_cuda_ops_are_built_where_torch_has_cuda_and_nvcc_gpu_or_not():
     assert built["arch_flags"] == [  # without a GPU: the default 8.0;9.0+PTX
         "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=compute_90", "-gencode=arch=compute_90,code=sm_90"
     ]
+    assert built["key"]["cuda"] == "12.4" and built["key"]["ops"] == "cpu+cuda" and built["key"]["archs"] == "8.0;9.0+PTX"
     _, built = fake_cuda_build(gpu=False, TORCH_CUDA_ARCH_LIST="9.0")
-    assert built["arch_flags"] == ["-gencode=arch=compute_90,code=sm_90"]
+    assert built["arch_flags"] == ["-gencode=arch=compute_90,code=sm_90"] and built["key"]["archs"] == "9.0"
     _, built = fake_cuda_build(gpu=True)
     assert built["cuda"] and built["arch_flags"] is None  # torch takes the visible GPU's architecture
     out, built = fake_cuda_build(gpu=True, FASTMASK_SKIP_CUDA="1")
     assert not built["cuda"] and "FASTMASK_SKIP_CUDA is set" in out
+    assert built["key"]["ops"] == "cpu" and built["key"]["archs"] == "-"
 
 
 @pytest.mark.skipif(torch.version.cuda is not None, reason="needs a torch without CUDA")
