@@ -80,7 +80,8 @@ def _extensions():
     sources = [path.relative_to(ROOT).as_posix() for path in build.compiled_sources(CSRC, with_cuda)]
     options = dict(
         include_dirs=[str(CSRC)],
-        define_macros=[build.key_define(build.build_key(CSRC, with_cuda, archs))] + ([build.CUDA_DEFINE] if with_cuda else []),
+        define_macros=[build.key_define(build.build_key(CSRC, with_cuda, archs))]
+        + ([build.CUDA_DEFINE] if with_cuda else []),
         extra_compile_args={"cxx": build.CXX_FLAGS, **({"nvcc": build.NVCC_FLAGS} if with_cuda else {})},
         extra_link_args=build.LINK_FLAGS,
     )

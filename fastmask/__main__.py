@@ -25,7 +25,9 @@ def _devices() -> list[str]:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         for index in range(count):
             props = torch.cuda.get_device_properties(index)
-            lines.append(f"cuda:{index}: {props.name}, sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB")
+            lines.append(
+                f"cuda:{index}: {props.name}, sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB"
+            )
     except Exception as error:  # a broken driver is worth reporting, not a traceback
         lines.append(f"cuda: error while listing GPUs: {error}")
         return lines

@@ -196,7 +196,8 @@ def _arch_covers(archs: str, capability: tuple[int, int]) -> bool:
         built = (int(match.group(1)), int(match.group(2)))
         if match.group(4) and built <= capability:
             return True
-        if built[0] == capability[0] and (built[1] == capability[1] or (not match.group(3) and built[1] < capability[1])):
+        same_major = built[0] == capability[0]
+        if same_major and (built[1] == capability[1] or (not match.group(3) and built[1] < capability[1])):
             return True
     return False
 
@@ -319,7 +320,8 @@ def _load(state: _State) -> None:
         found = read_key(installed)
         refused = _abi_mismatch(found, wanted)
         if refused is None:
-            if archs is None or (found["ops"] == "cpu+cuda" and all(_arch_covers(found["archs"], gpu) for gpu in _gpus())):
+            covered = found["ops"] == "cpu+cuda" and all(_arch_covers(found["archs"], gpu) for gpu in _gpus())
+            if archs is None or covered:
                 _use(state, _load_installed(), installed, "installed", found, no_cuda)
                 return
             partial, refused = found, "it has no CUDA ops for this GPU"
@@ -362,7 +364,8 @@ def _load_installed():
 def _use(state, module, path, how, key, no_cuda) -> None:
     state.module, state.path, state.how, state.key = module, path, how, key
     state.reasons["cpp"] = None
-    state.reasons["cuda"] = None if key.get("ops") == "cpu+cuda" else (no_cuda or "the extension was built without CUDA ops")
+    without_cuda = no_cuda or "the extension was built without CUDA ops"
+    state.reasons["cuda"] = None if key.get("ops") == "cpu+cuda" else without_cuda
 
 
 class _BuildError(Exception):
@@ -376,7 +379,8 @@ def _build_cached(wanted, csrc, archs, refused_path, refused):
 
     with_cuda = archs is not None
     tag = f"cu{wanted['cuda'].replace('.', '')}" if with_cuda else "cpu"
-    name = f"{wanted['fastmask']}-torch{wanted['torch']}-{tag}-" + hashlib.sha256(key_define(wanted)[1].encode()).hexdigest()[:12]
+    digest = hashlib.sha256(key_define(wanted)[1].encode()).hexdigest()[:12]
+    name = f"{wanted['fastmask']}-torch{wanted['torch']}-{tag}-{digest}"
     entry = cache_root() / name
     entry.mkdir(parents=True, exist_ok=True)
     library = entry / "_C.so"
@@ -384,7 +388,8 @@ def _build_cached(wanted, csrc, archs, refused_path, refused):
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        print(f"fastmask: waiting for another process building the C++ extension in {entry}", file=sys.stderr, flush=True)
+        print(f"fastmask: waiting for another process building the C++ extension in {entry}", file=sys.stderr,
+              flush=True)
         lock.acquire()
     try:
         if library.is_file() and read_key(library) == wanted:

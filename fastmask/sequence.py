@@ -267,8 +267,8 @@ class LogUniformSampler(torch.nn.Module):
       (``fastmask.reference.sequence.unique_sampling_distribution``); fastmask computes the same.
 
     The draws use a host-tabulated integer inverse CDF of ``dist`` (non-persistent buffer
-    ``log_uniform_cdf``, rebuilt when a state_dict is loaded) and a counter-based stream: the same bits on every backend, no
-    ``torch.multinomial``. Options beyond the reference (keyword-only):
+    ``log_uniform_cdf``, rebuilt when a state_dict is loaded) and a counter-based stream: the same bits
+    on every backend, no ``torch.multinomial``. Options beyond the reference (keyword-only):
 
     * ``fixed_size=True``: exactly ``max_n_samples`` distinct negatives, with fixed shapes and no
       host synchronisation (CUDA graphs, ``torch.compile``); equal to the default result whenever
@@ -302,7 +302,8 @@ class LogUniformSampler(torch.nn.Module):
             raise ValueError(f"min_id must be in [0, max_id) = [0, {max_id}), got {min_id}")
         if fixed_size and max_n_samples > max_id - min_id:
             raise ValueError(
-                f"fixed_size needs max_n_samples <= max_id - min_id = {max_id - min_id} distinct ids, got {max_n_samples}"
+                f"fixed_size needs max_n_samples <= max_id - min_id = {max_id - min_id} distinct ids, "
+                f"got {max_n_samples}"
             )
 
         self.max_id = max_id

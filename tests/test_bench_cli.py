@@ -505,8 +505,9 @@ def test_default_cases_have_the_goal_shapes():
     for shapes in (cpu, gpu):
         assert shapes["plm_train_large"].shape == shapes["plm_eval_large"].shape == {"B": 512, "L": 200}
         assert shapes["plm_train_large"].timing == cases.PER_CALL
-        assert shapes["bert4rec_l200"].shape == {"B": 256, "L": 200, "n_items": 50_000, "mask_ratio": 0.2, "ft_ratio": 0.0}
-        assert shapes["bert4rec_l50"].shape == {"B": 2048, "L": 50, "n_items": 50_000, "mask_ratio": 0.2, "ft_ratio": 0.0}
+        for name, (batch, length) in (("bert4rec_l200", (256, 200)), ("bert4rec_l50", (2048, 50))):
+            expected = {"B": batch, "L": length, "n_items": 50_000, "mask_ratio": 0.2, "ft_ratio": 0.0}
+            assert shapes[name].shape == expected
         assert shapes["merlin_random"].shape == {"B": 512, "L": 200}
         for name in ("sampler", "sampler_fixed"):
             assert shapes[name].shape == {"labels": 2048, "max_n_samples": 1000, "max_id": 1_000_000}

@@ -6,6 +6,7 @@ per-row values are the same computation on the same rows (a row's value does not
 it came in), and the final mean runs over the same rows in the same order.
 """
 import datetime
+import functools
 import os
 import socket
 import time
@@ -104,7 +105,7 @@ def test_synced_compute_equals_one_process_on_all_batches(rank_results, labels, 
 
 def test_the_ranks_saw_different_rows(rank_results):
     """The comparison means something: each rank alone gives another value than the whole."""
-    alone = [results_of(lambda kind: batches(rank, kind)) for rank in range(WORLD_SIZE)]
+    alone = [results_of(functools.partial(batches, rank)) for rank in range(WORLD_SIZE)]
     for key, whole in rank_results[0].items():
         for rank in range(WORLD_SIZE):
             assert not torch.equal(alone[rank][key], whole), (key, rank)

@@ -86,7 +86,8 @@ def test_build_key_round_trips_through_the_compiled_marker(tmp_path):
     key = _extension.build_key(ROOT / "csrc", True, "8.0;9.0+PTX")
     name, value = _extension.key_define(key)
     obj = tmp_path / "build_info.o"
-    subprocess.run(["c++", "-c", f"-D{name}={value}", str(ROOT / "csrc" / "build_info.cpp"), "-o", str(obj)], check=True)
+    subprocess.run(["c++", "-c", f"-D{name}={value}", str(ROOT / "csrc" / "build_info.cpp"), "-o", str(obj)],
+                   check=True)
     assert _extension.read_key(obj) == key
     subprocess.run(["c++", "-c", str(ROOT / "csrc" / "build_info.cpp"), "-o", str(obj)], check=True)
     assert _extension.read_key(obj) is None  # built without a key: never loaded

@@ -35,7 +35,8 @@ print(json.dumps({"file": fastmask.__file__, "backends": fastmask.backends(), "p
 def user(tmp_path_factory):
     """(python, environment, folder) of a fresh virtualenv with torch==2.13.0 and its own extension cache."""
     folder = tmp_path_factory.mktemp("user")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("FASTMASK_", "PYTHON", "VIRTUAL_ENV"))}
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("FASTMASK_", "PYTHON", "VIRTUAL_ENV"))}
     env["FASTMASK_CACHE_DIR"] = str(folder / "cache")
     subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True)
     python = folder / "venv" / "bin" / "python"
@@ -80,13 +81,15 @@ def test_plain_pip_install_builds_the_extension_on_first_use(user, source):
 
 def test_wheel_built_without_isolation_carries_the_extension(user, source, tmp_path):
     python, env, folder = user
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(tmp_path), str(source)],
-                   env=env, check=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
+                    "-w", str(tmp_path), str(source)], env=env, check=True)
     (wheel,) = tmp_path.glob("fastmask-*.whl")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(wheel)], env=env, check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(wheel)], env=env,
+                   check=True)
     loaded, err = check(user)
     installed = site_packages(python) / "fastmask"
     assert Path(loaded["file"]).parent == installed
     assert "cpp" in loaded["backends"] and loaded["ran_on"] == "cpp"
-    assert loaded["how"] == "installed" and loaded["path"] == str(installed / f"_C{sysconfig.get_config_var('SHLIB_SUFFIX')}")
+    library = installed / f"_C{sysconfig.get_config_var('SHLIB_SUFFIX')}"
+    assert loaded["how"] == "installed" and loaded["path"] == str(library)
     assert "fastmask:" not in err

@@ -116,7 +116,7 @@ def check_mlm_targets(module, probability: float, rows: int = 5_000) -> float:
     ids = item_ids(rows)
     module.compute_masked_targets(ids, training=True)
     mean = variance = 0.0
-    for items, times in zip(*(ids != 0).sum(1).unique(return_counts=True)):
+    for items, times in zip(*(ids != 0).sum(1).unique(return_counts=True), strict=True):
         dist = mlm_count_distribution(int(items), probability)
         k = torch.arange(int(items) + 1, dtype=torch.float64)
         mean += int(times) * float((dist * k).sum())

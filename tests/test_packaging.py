@@ -40,7 +40,8 @@ def test_sdist_carries_every_source_and_header(tmp_path):
 
 def test_wheel_installs_the_triton_kernels_and_the_sources_inside_fastmask(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w", str(tmp_path),
+         str(ROOT)],
         env=NO_EXTENSION, check=True, capture_output=True,
     )
     (wheel,) = tmp_path.glob("fastmask-*.whl")
@@ -49,7 +50,8 @@ def test_wheel_installs_the_triton_kernels_and_the_sources_inside_fastmask(tmp_p
     assert [name for name in kernels if name not in names] == []
     assert not any(name.startswith("triton_kernels/") for name in names)
     # Every source and header, exactly: the build key hashes these files.
-    assert sorted(name for name in names if name.startswith("fastmask/csrc/")) == ["fastmask/" + name for name in source_files("csrc")]
+    shipped = sorted(name for name in names if name.startswith("fastmask/csrc/"))
+    assert shipped == ["fastmask/" + name for name in source_files("csrc")]
 
 
 # setup.py run as if torch were a CUDA build with nvcc found (the machine needs neither): which
@@ -85,9 +87,10 @@ def test_cuda_ops_are_built_where_torch_has_cuda_and_nvcc_gpu_or_not():
     _, built = fake_cuda_build(gpu=False)
     assert built["cuda"]
     assert built["arch_flags"] == [  # without a GPU: the default 8.0;9.0+PTX
-        "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=compute_90", "-gencode=arch=compute_90,code=sm_90"
+        "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=compute_90",
+        "-gencode=arch=compute_90,code=sm_90",
     ]
-    assert built["key"]["cuda"] == "12.4" and built["key"]["ops"] == "cpu+cuda" and built["key"]["archs"] == "8.0;9.0+PTX"
+    assert (built["key"]["cuda"], built["key"]["ops"], built["key"]["archs"]) == ("12.4", "cpu+cuda", "8.0;9.0+PTX")
     _, built = fake_cuda_build(gpu=False, TORCH_CUDA_ARCH_LIST="9.0")
     assert built["arch_flags"] == ["-gencode=arch=compute_90,code=sm_90"] and built["key"]["archs"] == "9.0"
     _, built = fake_cuda_build(gpu=True)

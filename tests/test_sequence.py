@@ -467,7 +467,7 @@ def test_sampler_built_on_meta_then_loaded_samples_like_one_built_on_cpu():
     torch.manual_seed(3)
     got = deferred.sample(labels)
     torch.manual_seed(3)
-    assert all(torch.equal(a, b) for a, b in zip(got, built.sample(labels)))
+    assert_same(got, built.sample(labels))
 
 
 def test_sampler_draws_from_the_loaded_dist():
@@ -535,7 +535,7 @@ def test_sample_works_on_a_transformers4rec_shaped_instance():
     got = upstream.sample(labels)
     torch.manual_seed(1)
     expected = ours.sample(labels)
-    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert_same(got, expected)
     assert list(upstream.state_dict()) == ["dist", "unique_sampling_dist"]
 
 
@@ -550,7 +550,7 @@ def test_against_transformers4rec_when_installed():
         torch.manual_seed(5)
         swapped = fs.LogUniformSampler.sample(upstream, labels)
         torch.manual_seed(5)
-        assert all(torch.equal(a, b) for a, b in zip(swapped, ours.sample(labels)))
+        assert_same(swapped, ours.sample(labels))
 
 
 def test_fixed_size_sampler_compiles_without_graph_breaks():
@@ -560,7 +560,7 @@ def test_fixed_size_sampler_compiles_without_graph_breaks():
     torch.manual_seed(1)
     got = compiled(labels)
     torch.manual_seed(1)
-    assert all(torch.equal(a, b) for a, b in zip(got, sampler.sample(labels)))
+    assert_same(got, sampler.sample(labels))
 
 
 def test_modules_give_the_same_bits_on_every_backend(any_backend):

@@ -301,7 +301,9 @@ def unique_negatives(draws: torch.Tensor, max_n_samples: int) -> torch.Tensor:
     return draws.unique()[:max_n_samples]
 
 
-def fixed_size_negatives(draws: torch.Tensor, num_tries: int, max_n_samples: int, max_id: int, min_id: int) -> torch.Tensor:
+def fixed_size_negatives(
+    draws: torch.Tensor, num_tries: int, max_n_samples: int, max_id: int, min_id: int
+) -> torch.Tensor:
     """Exactly ``max_n_samples`` distinct ids, sorted; fixed shapes only, so no host sync.
 
     ``draws`` holds ``FIXED_SIZE_DRAWS_PER_TRY * num_tries`` log-uniform draws (the first
