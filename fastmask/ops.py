@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from . import _backend
+from .reference import hidden as ref_hidden
 from .reference import masking as ref_masking
 from .reference import ranking as ref_ranking
 from .reference import sampling as ref_sampling
@@ -385,6 +386,146 @@ target_ranks = Op(
     reference=ref_ranking.target_ranks,
     doc="0-based rank of ``items[n, m]`` among ``scores[n]`` (higher score first, then lower item id); "
     "-1 for items outside [0, V).",
+)
+
+
+# -- ranks, top-k and samples straight from hidden states -----------------------------------------
+# Scores hidden @ item_weight.T + bias, computed a tile of items at a time and never stored (see
+# ``reference.hidden`` for the order each score is computed in). Items are ids in [0, V): Philox
+# counts rows and (column / 4) in 32 bits, and the Triton top-k packs an id in 32 bits.
+HIDDEN_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_CATALOGUE_ITEMS = 2**32
+
+
+def _check_hidden(hidden, item_weight, bias) -> None:
+    """``hidden`` (N, d) and ``item_weight`` (V, d) of one float dtype on one device; ``bias`` (V,) or None."""
+    if not isinstance(hidden, Tensor) or hidden.dtype not in HIDDEN_DTYPES:
+        raise TypeError(f"hidden must be float32, float16 or bfloat16, got {_type_name(hidden)}")
+    if hidden.ndim != 2:
+        raise ValueError(f"hidden must be 2-D (rows, d), got shape {tuple(hidden.shape)}")
+    if hidden.shape[0] > MAX_ROWS:
+        raise ValueError(f"hidden has {hidden.shape[0]} rows; at most 2^32 are supported")
+    if not isinstance(item_weight, Tensor) or item_weight.dtype != hidden.dtype:
+        raise TypeError(f"item_weight must have hidden's dtype {hidden.dtype}, got {_type_name(item_weight)}")
+    if item_weight.ndim != 2 or item_weight.shape[1] != hidden.shape[1]:
+        raise ValueError(
+            f"item_weight must be 2-D (items, d) with hidden's d = {hidden.shape[1]}, got shape {tuple(item_weight.shape)}"
+        )
+    if item_weight.shape[0] > MAX_CATALOGUE_ITEMS:
+        raise ValueError(f"item_weight has {item_weight.shape[0]} items; at most 2^32 are supported")
+    if item_weight.device != hidden.device:
+        raise ValueError(f"item_weight must be on {hidden.device} like hidden, got {item_weight.device}")
+    if bias is None:
+        return
+    if not isinstance(bias, Tensor) or bias.dtype != hidden.dtype:
+        raise TypeError(f"bias must be None or have hidden's dtype {hidden.dtype}, got {_type_name(bias)}")
+    if bias.shape != item_weight.shape[:1]:
+        raise ValueError(f"bias must have shape ({item_weight.shape[0]},), one value per item, got {tuple(bias.shape)}")
+    if bias.device != hidden.device:
+        raise ValueError(f"bias must be on {hidden.device} like hidden, got {bias.device}")
+
+
+def _check_hidden_items(name: str, items, hidden) -> None:
+    """``items``: int64 (N, M) item ids, one row per row of ``hidden``."""
+    if not isinstance(items, Tensor) or items.dtype != torch.int64:
+        raise TypeError(f"{name} must be an int64 tensor, got {_type_name(items)}")
+    if items.ndim != 2 or items.shape[0] != hidden.shape[0]:
+        raise ValueError(
+            f"{name} must be 2-D with one row per hidden row ({hidden.shape[0]}, items per row), got shape {tuple(items.shape)}"
+        )
+    if items.device != hidden.device:
+        raise ValueError(f"{name} must be on {hidden.device} like hidden, got {items.device}")
+
+
+def _check_target_ranks_from_hidden(hidden, item_weight, targets, bias):
+    _check_hidden(hidden, item_weight, bias)
+    _check_hidden_items("targets", targets, hidden)
+
+
+target_ranks_from_hidden = Op(
+    "target_ranks_from_hidden",
+    "(Tensor hidden, Tensor item_weight, Tensor targets, Tensor? bias) -> Tensor",
+    check=_check_target_ranks_from_hidden,
+    fake=lambda hidden, item_weight, targets, bias: targets.new_empty(targets.shape),
+    reference=ref_hidden.target_ranks_from_hidden,
+    doc="``target_ranks`` of ``targets`` (N, M) among the scores ``hidden @ item_weight.T + bias`` (never stored): int64 (N, M), -1 outside [0, V).",
+)
+
+
+def _check_topk_from_hidden(hidden, item_weight, k, bias):
+    _check_hidden(hidden, item_weight, bias)
+    _check_int(f"k (at most the {item_weight.shape[0] if isinstance(item_weight, Tensor) else 0} items)", k, 0,
+               item_weight.shape[0])
+
+
+def _topk_from_hidden_fake(hidden, item_weight, k, bias):
+    shape = (hidden.shape[0], k)
+    return hidden.new_empty(shape, dtype=torch.float32), hidden.new_empty(shape, dtype=torch.int64)
+
+
+topk_from_hidden = Op(
+    "topk_from_hidden",
+    "(Tensor hidden, Tensor item_weight, int k, Tensor? bias) -> (Tensor, Tensor)",
+    check=_check_topk_from_hidden,
+    fake=_topk_from_hidden_fake,
+    reference=ref_hidden.topk_from_hidden,
+    doc="Each row's k first items by ``hidden @ item_weight.T + bias`` (higher score, then lower id): (float32 scores, int64 ids), (N, k).",
+)
+
+
+def _check_gumbel_argmax_from_hidden(hidden, item_weight, bias, seed):
+    _check_hidden(hidden, item_weight, bias)
+    if item_weight.shape[0] == 0:
+        raise ValueError("item_weight must hold at least one item to sample from, got shape (0, d)")
+    check_seed(seed, hidden)
+
+
+gumbel_argmax_from_hidden = Op(
+    "gumbel_argmax_from_hidden",
+    "(Tensor hidden, Tensor item_weight, Tensor? bias, Tensor seed) -> Tensor",
+    check=_check_gumbel_argmax_from_hidden,
+    fake=lambda hidden, item_weight, bias, seed: hidden.new_empty((hidden.shape[0],), dtype=torch.int64),
+    reference=ref_hidden.gumbel_argmax_from_hidden,
+    random=True,
+    doc="``gumbel_argmax`` of the scores ``hidden @ item_weight.T + bias`` (never stored): one sample per row, int64 (N,).",
+)
+
+
+def _check_target_scores_from_hidden(hidden, item_weight, items, bias):
+    _check_hidden(hidden, item_weight, bias)
+    _check_hidden_items("items", items, hidden)
+
+
+target_scores_from_hidden = Op(
+    "target_scores_from_hidden",
+    "(Tensor hidden, Tensor item_weight, Tensor items, Tensor? bias) -> Tensor",
+    check=_check_target_scores_from_hidden,
+    fake=lambda hidden, item_weight, items, bias: items.new_empty(items.shape, dtype=torch.float32),
+    reference=ref_hidden.target_scores_from_hidden,
+    doc="float32 score (N, M) of each item of ``items`` as the other ``*_from_hidden`` ops compute it; 0 outside [0, V).",
+)
+
+
+def _check_count_ahead_from_hidden(hidden, item_weight, bias, scores, items, first_item):
+    _check_hidden(hidden, item_weight, bias)
+    _check_hidden_items("items", items, hidden)
+    if not isinstance(scores, Tensor) or scores.dtype != torch.float32:
+        raise TypeError(f"scores must be a float32 tensor, got {_type_name(scores)}")
+    if scores.shape != items.shape or scores.device != items.device:
+        raise ValueError(
+            f"scores must have the shape and device of items, {tuple(items.shape)} on {items.device}, "
+            f"got {tuple(scores.shape)} on {scores.device}"
+        )
+    _check_int("first_item", first_item, 0, 2**62)
+
+
+count_ahead_from_hidden = Op(
+    "count_ahead_from_hidden",
+    "(Tensor hidden, Tensor item_weight, Tensor? bias, Tensor scores, Tensor items, int first_item) -> Tensor",
+    check=_check_count_ahead_from_hidden,
+    fake=lambda hidden, item_weight, bias, scores, items, first_item: items.new_empty(items.shape),
+    reference=ref_hidden.count_ahead_from_hidden,
+    doc="int64 (N, M): how many items of a catalogue slice (ids ``first_item + j``) rank before item ``items[n, m]`` scored ``scores[n, m]``.",
 )
 
 

@@ -1,4 +1,4 @@
 """Pure-PyTorch implementations of every fastmask rule: the oracles the kernels are proven against."""
-from . import masking, philox, ranking, sampling
+from . import hidden, masking, philox, ranking, sampling
 
-__all__ = ["masking", "philox", "ranking", "sampling"]
+__all__ = ["hidden", "masking", "philox", "ranking", "sampling"]
