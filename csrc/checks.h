@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <utility>
 
 namespace fastmask {
@@ -90,6 +91,36 @@ inline void check_rank_inputs(const at::Tensor& scores, const at::Tensor& items)
   TORCH_CHECK_TYPE(items.scalar_type() == at::kLong, "items must be an int64 tensor, got ", items.scalar_type());
   TORCH_CHECK_VALUE(items.dim() == 2 && items.size(0) == scores.size(0),
                     "items must be 2-D with one row per scores row (", scores.size(0), ", items per row), got shape ",
+                    items.sizes());
+}
+
+// The ops that score from hidden states: hidden (N, d) and item_weight (V, d) of one dtype (float32,
+// float16 or bfloat16), bias (V,) of that dtype or none.
+inline void check_hidden_inputs(const at::Tensor& hidden, const at::Tensor& item_weight,
+                                const std::optional<at::Tensor>& bias) {
+  const at::ScalarType dtype = hidden.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+                   "hidden must be float32, float16 or bfloat16, got ", dtype);
+  TORCH_CHECK_VALUE(hidden.dim() == 2, "hidden must be 2-D (rows, d), got shape ", hidden.sizes());
+  check_rows("hidden", hidden.size(0));
+  TORCH_CHECK_TYPE(item_weight.scalar_type() == dtype, "item_weight must have hidden's dtype ", dtype, ", got ",
+                   item_weight.scalar_type());
+  TORCH_CHECK_VALUE(item_weight.dim() == 2 && item_weight.size(1) == hidden.size(1),
+                    "item_weight must be 2-D (items, d) with hidden's d = ", hidden.size(1), ", got shape ",
+                    item_weight.sizes());
+  if (bias.has_value()) {
+    TORCH_CHECK_TYPE(bias->scalar_type() == dtype, "bias must be None or have hidden's dtype ", dtype, ", got ",
+                     bias->scalar_type());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == item_weight.size(0), "bias must have shape (",
+                      item_weight.size(0), ",), one value per item, got ", bias->sizes());
+  }
+}
+
+// items: int64 (N, M), one row per hidden row.
+inline void check_hidden_items(const char* name, const at::Tensor& items, const at::Tensor& hidden) {
+  TORCH_CHECK_TYPE(items.scalar_type() == at::kLong, name, " must be an int64 tensor, got ", items.scalar_type());
+  TORCH_CHECK_VALUE(items.dim() == 2 && items.size(0) == hidden.size(0), name,
+                    " must be 2-D with one row per hidden row (", hidden.size(0), ", items per row), got shape ",
                     items.sizes());
 }
 

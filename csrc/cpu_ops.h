@@ -54,6 +54,17 @@ TensorQuad bert4rec_mask(const at::Tensor& item_seq, const std::optional<at::Ten
                          const at::Tensor& seed, int64_t n_items, int64_t threshold, int64_t mask_item_length,
                          int64_t ft_threshold);
 at::Tensor log_uniform_draws(const at::Tensor& cdf_table, const at::Tensor& seed, int64_t num_draws);
+at::Tensor target_ranks_from_hidden(const at::Tensor& hidden, const at::Tensor& item_weight, const at::Tensor& targets,
+                                    const std::optional<at::Tensor>& bias);
+std::tuple<at::Tensor, at::Tensor> topk_from_hidden(const at::Tensor& hidden, const at::Tensor& item_weight, int64_t k,
+                                                    const std::optional<at::Tensor>& bias);
+at::Tensor gumbel_argmax_from_hidden(const at::Tensor& hidden, const at::Tensor& item_weight,
+                                     const std::optional<at::Tensor>& bias, const at::Tensor& seed);
+at::Tensor target_scores_from_hidden(const at::Tensor& hidden, const at::Tensor& item_weight, const at::Tensor& items,
+                                     const std::optional<at::Tensor>& bias);
+at::Tensor count_ahead_from_hidden(const at::Tensor& hidden, const at::Tensor& item_weight,
+                                   const std::optional<at::Tensor>& bias, const at::Tensor& scores,
+                                   const at::Tensor& items, int64_t first_item);
 
 }  // namespace cpu
 

@@ -30,6 +30,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   cpu.def("merlin_mask_random", &fastmask::cpu::merlin_mask_random, release);
   cpu.def("bert4rec_mask", &fastmask::cpu::bert4rec_mask, release);
   cpu.def("log_uniform_draws", &fastmask::cpu::log_uniform_draws, release);
+  cpu.def("target_ranks_from_hidden", &fastmask::cpu::target_ranks_from_hidden, release);
+  cpu.def("topk_from_hidden", &fastmask::cpu::topk_from_hidden, release);
+  cpu.def("gumbel_argmax_from_hidden", &fastmask::cpu::gumbel_argmax_from_hidden, release);
+  cpu.def("target_scores_from_hidden", &fastmask::cpu::target_scores_from_hidden, release);
+  cpu.def("count_ahead_from_hidden", &fastmask::cpu::count_ahead_from_hidden, release);
 #ifdef FASTMASK_WITH_CUDA
   fastmask::cuda::define_ops(m.def_submodule("cuda", "CUDA kernels"));
 #endif

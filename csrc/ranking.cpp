@@ -1,7 +1,6 @@
 // CPU target ranks (fastmask/reference/ranking.py) without sorting: the rank of column i is the number
-// of columns j that come before it in stable descending order (rules.h ranks_before, split by the side
-// of j so that the counting loops compare no indices). Each row is read once, in L1-sized chunks,
-// counting for all of the row's items per chunk.
+// of columns j that come before it in stable descending order (rank_count.h). Each row is read once, in
+// L1-sized chunks, counting for all of the row's items per chunk.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -12,36 +11,13 @@
 
 #include "checks.h"
 #include "cpu_ops.h"
+#include "rank_count.h"
 #include "rules.h"
 
 namespace fastmask {
 namespace {
 
 constexpr int64_t kChunk = 4096;
-
-// Columns x[0..n), all left of the target (j < i) or all right of it, that come before the target
-// (score t). Chunks are short enough for 32-bit counts.
-template <typename T>
-uint32_t count_before_left(const T* x, int64_t n, T t) {
-  uint32_t count = 0;
-  for (int64_t j = 0; j < n; ++j) count += rules::ranks_before_left(x[j], t);
-  return count;
-}
-
-template <typename T>
-uint32_t count_before_right(const T* x, int64_t n, T t) {
-  uint32_t count = 0;
-  for (int64_t j = 0; j < n; ++j) count += rules::ranks_before_right(x[j], t);
-  return count;
-}
-
-// Columns in [begin, begin + n) (data at x) that come before column `col` with score t.
-template <typename T>
-int64_t count_before(const T* x, int64_t begin, int64_t n, int64_t col, T t) {
-  const int64_t lower = std::clamp<int64_t>(col - begin, 0, n);      // columns < col
-  const int64_t upper = std::clamp<int64_t>(col + 1 - begin, 0, n);  // first column > col
-  return static_cast<int64_t>(count_before_left(x, lower, t)) + count_before_right(x + upper, n - upper, t);
-}
 
 // float16 / bfloat16 scores compare exactly as float32.
 template <typename scalar_t>

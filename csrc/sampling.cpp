@@ -17,6 +17,7 @@
 
 #include "checks.h"
 #include "cpu_ops.h"
+#include "gumbel_scan.h"
 #include "rules.h"
 
 #ifdef FASTMASK_X86_DISPATCH
@@ -28,6 +29,7 @@ namespace {
 
 constexpr int kCounters = 32;          // Philox calls per chunk
 constexpr int kChunk = 4 * kCounters;  // columns per chunk: column j uses word j % 4 of call j / 4
+static_assert(kChunk == kGumbelChunk, "gumbel_scan.h states the chunk");
 constexpr int kBlock = 32;             // columns per bound: 8 calls, one AVX2 vector of each word
 constexpr int kBlocks = kChunk / kBlock;
 constexpr int kBucketShift = 20;       // the noise bound table is indexed by a draw's top 12 bits
@@ -170,41 +172,61 @@ const ChunkKernels& chunk_kernels() {
   return kernels;
 }
 
-template <typename scalar_t>
-int64_t sample_row(const scalar_t* logits, int64_t vocab, uint64_t seed, uint32_t row) {
+}  // namespace
+
+void gumbel_scan_init() {
+  noise_bound();
+  chunk_kernels();
+}
+
+int64_t gumbel_scan(const float* scores, int64_t first, int64_t n, uint64_t seed, uint32_t row,
+                    rules::Candidate& best) {
   const ChunkKernels& kernels = chunk_kernels();
   const float* bound = noise_bound().bucket;
   const float max_noise = bound[kBuckets - 1];
-  rules::Candidate best;
-  float converted[kChunk];
   ChunkWords words;
   uint32_t max_word[kBlocks];
-  for (int64_t first = 0; first < vocab; first += kChunk) {
-    const int64_t n = std::min<int64_t>(kChunk, vocab - first);
-    const float* chunk;
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      chunk = logits + first;
-    } else {
-      to_float(logits + first, converted, n);
-      chunk = converted;
-    }
-    const ChunkScan scan = n == kChunk ? kernels.scan_full(chunk) : scan_portable(chunk, n);
+  for (int64_t offset = 0; offset < n; offset += kChunk) {
+    const float* chunk = scores + offset;
+    const int64_t start = first + offset;
+    const int64_t size = std::min<int64_t>(kChunk, n - offset);
+    const ChunkScan scan = size == kChunk ? kernels.scan_full(chunk) : scan_portable(chunk, size);
     if (scan.has_nan) {  // the first NaN wins (torch.argmax), and no earlier chunk had one
-      return first + (std::find_if(chunk, chunk + n, [](float x) { return std::isnan(x); }) - chunk);
+      return start + (std::find_if(chunk, chunk + size, [](float x) { return std::isnan(x); }) - chunk);
     }
     if (rules::cannot_beat(*std::max_element(scan.max_logit, scan.max_logit + kBlocks), max_noise, best)) continue;
-    kernels.philox(seed, static_cast<uint32_t>(first >> 2), row, words, max_word);
-    for (int64_t b = 0; b * kBlock < n; ++b) {
+    kernels.philox(seed, static_cast<uint32_t>(start >> 2), row, words, max_word);
+    for (int64_t b = 0; b * kBlock < size; ++b) {
       if (rules::cannot_beat(scan.max_logit[b], bound[max_word[b] >> kBucketShift], best)) continue;
-      for (int64_t j = b * kBlock; j < std::min<int64_t>((b + 1) * kBlock, n); ++j) {
+      for (int64_t j = b * kBlock; j < std::min<int64_t>((b + 1) * kBlock, size); ++j) {
         const uint32_t word = words[j & 3][j >> 2];
         if (rules::cannot_beat(chunk[j], bound[word >> kBucketShift], best)) continue;
-        const rules::Candidate candidate{rules::perturbed_logit(chunk[j], word), first + j};
+        const rules::Candidate candidate{rules::perturbed_logit(chunk[j], word), start + j};
         if (rules::beats(candidate, best)) best = candidate;
       }
     }
   }
-  return best.index;
+  return -1;
+}
+
+namespace {
+
+template <typename scalar_t>
+int64_t sample_row(const scalar_t* logits, int64_t vocab, uint64_t seed, uint32_t row) {
+  rules::Candidate best;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    const int64_t nan_column = gumbel_scan(logits, 0, vocab, seed, row, best);
+    return nan_column >= 0 ? nan_column : best.index;
+  } else {
+    float converted[kChunk];
+    for (int64_t first = 0; first < vocab; first += kChunk) {
+      const int64_t n = std::min<int64_t>(kChunk, vocab - first);
+      to_float(logits + first, converted, n);
+      const int64_t nan_column = gumbel_scan(converted, first, n, seed, row, best);
+      if (nan_column >= 0) return nan_column;
+    }
+    return best.index;
+  }
 }
 
 }  // namespace
@@ -219,8 +241,7 @@ at::Tensor gumbel_argmax(const at::Tensor& logits, const at::Tensor& seed) {
   const int64_t rows = values.size(0), vocab = values.size(1);
   at::Tensor samples = at::empty({rows}, values.options().dtype(at::kLong));
   int64_t* out = samples.mutable_data_ptr<int64_t>();
-  noise_bound();  // built once, before the parallel region
-  chunk_kernels();
+  gumbel_scan_init();  // tables built once, before the parallel region
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(), "gumbel_argmax_cpu", [&] {
     const scalar_t* data = values.const_data_ptr<scalar_t>();
     at::parallel_for(0, rows, grain_rows(vocab), [&](int64_t begin, int64_t end) {
