@@ -4,6 +4,13 @@ One launcher per op, named and called like the op in ``fastmask.ops`` (which che
 dispatches here for the "triton" backend). Without a GPU the kernels run under ``TRITON_INTERPRET=1``,
 which must be set before this package is imported.
 """
+from .hidden import (
+    count_ahead_from_hidden,
+    gumbel_argmax_from_hidden,
+    target_ranks_from_hidden,
+    target_scores_from_hidden,
+    topk_from_hidden,
+)
 from .masking import (
     clm_last_item_targets,
     last_item_targets,
@@ -30,4 +37,9 @@ __all__ = [
     "merlin_mask_random",
     "bert4rec_mask",
     "log_uniform_draws",
+    "target_ranks_from_hidden",
+    "topk_from_hidden",
+    "gumbel_argmax_from_hidden",
+    "target_scores_from_hidden",
+    "count_ahead_from_hidden",
 ]
