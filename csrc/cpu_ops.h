@@ -28,6 +28,15 @@ inline bool simd_allowed() {
   }();
   return allowed;
 }
+
+// FASTMASK_CPU_AVX512=0 leaves AVX-512 unused (AVX2 code runs where it exists), so that both are tested.
+inline bool avx512_allowed() {
+  static const bool allowed = [] {
+    const char* avx512 = std::getenv("FASTMASK_CPU_AVX512");
+    return simd_allowed() && (avx512 == nullptr || std::strcmp(avx512, "0") != 0);
+  }();
+  return allowed;
+}
 }  // namespace fastmask
 
 namespace fastmask {

@@ -127,7 +127,7 @@ __attribute__((target("avx512f"))) void score_avx512(const float* h, int64_t d, 
 const Scorer& scorer() {
   static const Scorer chosen = [] {
 #ifdef FASTMASK_X86_DISPATCH
-    if (simd_allowed() && __builtin_cpu_supports("avx512f")) return Scorer{score_avx512, 8};
+    if (avx512_allowed() && __builtin_cpu_supports("avx512f")) return Scorer{score_avx512, 8};
     if (simd_allowed() && __builtin_cpu_supports("avx2")) return Scorer{score_avx2, 6};
 #endif
     return Scorer{score_portable, 4};

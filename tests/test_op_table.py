@@ -25,6 +25,7 @@ IDS = torch.tensor([[1, 2, 0], [3, 0, 0]])
 SEED = torch.tensor([3])
 ITEMS = torch.zeros(2, 1, dtype=torch.int64)
 CONTEXT = [0, 6, 12]  # plm_context_lengths(1 / 3, 2)
+H, W, T = torch.ones(2, 3), torch.ones(5, 3), torch.tensor([[0, 4], [1, -1]])
 
 
 def samples(op: str) -> list[tuple]:
@@ -41,6 +42,11 @@ def samples(op: str) -> list[tuple]:
     logits = torch.randn(3, 301, generator=generator)
     scores = torch.randint(0, 4, (4, 97), generator=generator).float()
     items = torch.tensor([[0, -1], [5, 96], [-1, -1], [3, 3]])
+    hidden = torch.randn(5, 7, generator=generator)
+    item_weight = torch.randn(41, 7, generator=generator)
+    bias = torch.randn(41, generator=generator)
+    targets = torch.tensor([[0, 40, -1], [3, 3, 41], [7, 8, 9], [-1, -1, -1], [40, 0, 1]])
+    target_scores = torch.randn(5, 3, generator=generator)
     return {
         "mlm_train": [(ids, seed, 0, 2**30), (ids32, seed, 0, 2**32)],
         "plm_train": [(ids, seed, 0, 5, plm_context_lengths(1 / 6, 5), False),
@@ -56,6 +62,12 @@ def samples(op: str) -> list[tuple]:
         "bert4rec_mask": [(ids, None, seed, 50, 2**31, 3, 0), (ids, lengths, seed, 50, 2**31, 3, 2**32),
                           (ids32, lengths, seed, 50, 2**30, 2, 2**31), (ids32, None, seed, 50, 2**30, 1, 2**32)],
         "log_uniform_draws": [(table, seed, 17)],
+        "target_ranks_from_hidden": [(hidden, item_weight, targets, bias), (hidden.half(), item_weight.half(), targets[:, :1], None)],
+        "topk_from_hidden": [(hidden, item_weight, 6, None), (hidden.bfloat16(), item_weight.bfloat16(), 41, bias.bfloat16())],
+        "gumbel_argmax_from_hidden": [(hidden, item_weight, bias, seed), (hidden.half(), item_weight.half(), None, seed)],
+        "target_scores_from_hidden": [(hidden, item_weight, targets, bias)],
+        "count_ahead_from_hidden": [(hidden, item_weight, None, target_scores, targets, 0),
+                                    (hidden.bfloat16(), item_weight.bfloat16(), bias.bfloat16(), target_scores, targets, 40)],
     }[op]
 
 
@@ -182,6 +194,24 @@ def test_triton_launchers_are_named_like_the_ops():
         (lambda: ops.log_uniform_draws(torch.zeros(3, dtype=torch.long), SEED, -1), ValueError, "num_draws"),
         (lambda: ops.log_uniform_draws(torch.zeros(3, dtype=torch.long), torch.zeros(2, dtype=torch.long), 3),
          ValueError, "seed must hold exactly one value"),
+        (lambda: ops.target_ranks_from_hidden(H.double(), W.double(), T, None), TypeError, "hidden must be float32"),
+        (lambda: ops.target_ranks_from_hidden(H[0], W, T, None), ValueError, "hidden must be 2-D"),
+        (lambda: ops.target_ranks_from_hidden(H, W.half(), T, None), TypeError, "item_weight must have hidden's dtype"),
+        (lambda: ops.target_ranks_from_hidden(H, W[:, :2], T, None), ValueError, "item_weight must be 2-D .* d = 3"),
+        (lambda: ops.target_ranks_from_hidden(H, W, T.int(), None), TypeError, "targets must be an int64"),
+        (lambda: ops.target_ranks_from_hidden(H, W, T[:1], None), ValueError, "targets must be 2-D with one row per"),
+        (lambda: ops.target_ranks_from_hidden(H, W, T, W[:, 0].half()), TypeError, "bias must be None or have"),
+        (lambda: ops.target_ranks_from_hidden(H, W, T, W[:4, 0]), ValueError, r"bias must have shape \(5,\)"),
+        (lambda: ops.target_ranks_from_hidden(H, W, T, 1.0), TypeError, "bias must be None or have"),
+        (lambda: ops.topk_from_hidden(H, W, 6, None), ValueError, r"k \(at most the 5 items\) must be in \[0, 5\]"),
+        (lambda: ops.topk_from_hidden(H, W, -1, None), ValueError, "must be in"),
+        (lambda: ops.topk_from_hidden(H, W, 2.0, None), TypeError, "must be an int"),
+        (lambda: ops.gumbel_argmax_from_hidden(H, W[:0], None, SEED), ValueError, "at least one item"),
+        (lambda: ops.gumbel_argmax_from_hidden(H, W, None, 3), TypeError, "seed must be an int64"),
+        (lambda: ops.target_scores_from_hidden(H, W, T.float(), None), TypeError, "items must be an int64"),
+        (lambda: ops.count_ahead_from_hidden(H, W, None, T, T, 0), TypeError, "scores must be a float32"),
+        (lambda: ops.count_ahead_from_hidden(H, W, None, T[:, :1].float(), T, 0), ValueError, "scores must have the shape"),
+        (lambda: ops.count_ahead_from_hidden(H, W, None, T.float(), T, -1), ValueError, "first_item"),
     ],
 )
 def test_bad_arguments_raise_the_same_error_on_every_backend(any_backend, call, error, match):

@@ -19,10 +19,12 @@ import torch
 import triton
 import triton.language as tl
 
+from fastmask.reference import hidden as ref_hidden
 from fastmask.reference import masking as ref_masking
 from fastmask.reference import philox as ref_philox
 from fastmask.reference import ranking as ref_ranking
 from fastmask.reference import sampling as ref_sampling
+from fastmask.triton_kernels import hidden as tk_hidden
 from fastmask.triton_kernels import masking as tk_masking
 from fastmask.triton_kernels import philox as tk_philox
 from fastmask.triton_kernels import ranking as tk_ranking
@@ -222,6 +224,57 @@ def test_target_ranks_more_items_than_one_tile(monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------
+# Scores from hidden states: many tiles per program, splits, d in several blocks, several item blocks
+
+
+def hidden_inputs(rows: int, dim: int, items: int, dtype: torch.dtype, seed: int):
+    """Integer-valued (exact sums), ties, a NaN, infinite biases, targets outside the catalogue."""
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randint(-2, 3, (rows, dim), generator=gen).float()
+    weight = torch.randint(-2, 3, (items, dim), generator=gen).float()
+    bias = torch.randint(-2, 3, (items,), generator=gen).float()
+    bias[items // 3] = float("nan")
+    bias[items // 2] = float("inf")
+    bias[-1] = float("-inf")
+    targets = torch.randint(-1, items + 1, (rows, 11), generator=gen)
+    targets[0, :3] = torch.tensor([items // 3, items // 2, items - 1])
+    return [tensor.to(dtype).to(DEVICE) if tensor.is_floating_point() else tensor.to(DEVICE)
+            for tensor in (hidden, weight, bias, targets)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "rows,dim,items,block_items,splits",
+    [
+        (17, 5, 100, 16, 1),  # two row blocks, seven tiles per program
+        (9, 70, 77, 16, 3),  # d in two blocks, splits with a ragged last one
+        (3, 2, 40, 16, 5),  # more splits than a program's tiles would need
+    ],
+)
+def test_hidden_ops_across_tiles_and_splits(dtype, rows, dim, items, block_items, splits):
+    hidden, weight, bias, targets = hidden_inputs(rows, dim, items, dtype, seed=items)
+    geometry = dict(block_items=block_items, splits=splits)
+    cpu = [t.cpu() for t in (hidden, weight, bias, targets)]
+    got = tk_hidden.target_ranks_from_hidden(hidden, weight, targets, bias, **geometry)
+    assert_same(got.cpu(), ref_hidden.target_ranks_from_hidden(cpu[0], cpu[1], cpu[3], cpu[2]))
+    for k in (1, 6, items):
+        got = tk_hidden.topk_from_hidden(hidden, weight, k, bias, **geometry)
+        assert_same(on_cpu(got), ref_hidden.topk_from_hidden(cpu[0], cpu[1], k, cpu[2]), k)
+    for seed in (0, -1):
+        got = tk_hidden.gumbel_argmax_from_hidden(hidden, weight, bias, seed_tensor(seed), **geometry)
+        assert_same(got.cpu(), ref_hidden.gumbel_argmax_from_hidden(cpu[0], cpu[1], cpu[2], seed), seed)
+    scores = ref_hidden.target_scores_from_hidden(cpu[0], cpu[1], cpu[3], cpu[2])
+    got = tk_hidden.count_ahead_from_hidden(hidden, weight, bias, scores.to(DEVICE), targets, 7, **geometry)
+    assert_same(got.cpu(), ref_hidden.count_ahead_from_hidden(cpu[0], cpu[1], cpu[2], scores, cpu[3], 7))
+
+
+def test_hidden_topk_beyond_its_registers_is_refused():
+    hidden, weight, bias, _ = hidden_inputs(2, 3, 300, torch.float32, seed=1)
+    with pytest.raises(ValueError, match="k must be at most 256 on the Triton backend"):
+        tk_hidden.topk_from_hidden(hidden, weight, 257, bias)
+
+
+# --------------------------------------------------------------------------------------------
 # The kernels compile for real GPUs (no GPU needed: Triton's bundled toolchain builds cubins)
 
 COMPILE_SCRIPT = textwrap.dedent(
@@ -230,7 +283,7 @@ COMPILE_SCRIPT = textwrap.dedent(
     os.environ.pop("TRITON_INTERPRET", None)
     import triton
     from triton.backends.compiler import GPUTarget
-    from fastmask.triton_kernels import masking, ranking, sampling, sequence
+    from fastmask.triton_kernels import hidden, masking, ranking, sampling, sequence
 
     def build(fn, signature, constants, capability, warps):
         signature = dict(signature, **{name: "constexpr" for name in constants})
@@ -276,6 +329,22 @@ COMPILE_SCRIPT = textwrap.dedent(
               dict(ids, lengths_ptr="*i64", masked_seq_ptr="*i64", pos_ptr="*i64", neg_ptr="*i64", index_ptr="*i64",
                    length="i32", n_items="i64", threshold="i64", mask_item_length="i32", ft_threshold="i64"),
               {"HAS_LENGTHS": has_lengths, "BLOCK": 256, "CHUNK": 32}, capability, 4)
+    for dtype, precision, depth, one_d in (("fp32", "tf32x3", 64, True), ("bf16", "tf32", 128, False)):
+        operands = dict(h_ptr="*" + dtype, w_ptr="*" + dtype, b_ptr="*" + dtype)
+        sizes = dict(num_rows="i32", num_columns="i32", dim="i32", h_stride="i64", w_stride="i64")
+        tiles = dict(UPCAST=False, PRECISION=precision, BLOCK_N=64, BLOCK_V=128, BLOCK_D=depth, ONE_D_BLOCK=one_d)
+        build(hidden._target_scores_kernel, dict(operands, items_ptr="*i64", out_ptr="*fp32", **sizes, num_items="i32"),
+              dict(tiles, HAS_BIAS=True), capability, 4)
+        build(hidden._count_ahead_kernel,
+              dict(operands, scores_ptr="*fp32", items_ptr="*i64", out_ptr="*i64", **sizes, num_items="i32",
+                   first_item="i64", split_columns="i32"),
+              dict(tiles, HAS_BIAS=one_d, ACCUMULATE=True, BLOCK_M=2), capability, 4)
+        build(hidden._topk_kernel, dict(operands, out_ptr="*i64", **sizes, split_columns="i32"),
+              dict(tiles, HAS_BIAS=False, BLOCK_K=16), capability, 4)
+        build(hidden._gumbel_kernel,
+              dict(operands, seed_ptr="*i64", bounds_ptr="*fp32", out_ptr="*i64", values_ptr="*fp32", **sizes,
+                   split_columns="i32"),
+              dict(tiles, HAS_BIAS=True, WRITE_PARTIAL=True), capability, 4)
     print("compiled")
     """
 )
