@@ -22,6 +22,10 @@ How each update finds the labels of the top-K items (K = max(top_ks)):
   batch falls back to a full stable sort, since ranking each item costs a pass over the row it is
   ranked in.
 * Integer scores (accepted by the reference) also use the full sort.
+* ``update_from_hidden(hidden, item_weight, target, bias=None)`` (or ``update(HiddenScores(...), target)``)
+  takes the scores as ``hidden @ item_weight.T + bias`` and never builds them: item-id targets are ranked
+  by ``target_ranks_from_hidden``, dense labels are read at the ids ``topk_from_hidden`` returns
+  (``fastmask.hidden``, which also serves catalogues sharded across processes).
 
 Metrics updated on one batch share its ranking: a model updates each of its metrics with the same
 preds and target tensors, and the pass over the (N, V) scores is what an update costs. The last
@@ -58,8 +62,10 @@ import torch
 import torchmetrics as tm
 from torchmetrics.utilities.data import dim_zero_cat
 
+from . import hidden as from_hidden
 from . import ops
 from ._checks import data_checks_enabled
+from .hidden import HiddenScores
 from .reference import ranking as rules
 from .registry import ClassRegistry
 
@@ -130,13 +136,17 @@ def rank_item_ids(scores: torch.Tensor, items: torch.Tensor, k: int, need_ideal:
     """One-hot labels given as item ids ``items`` (N,): float32 labels, as the reference's one-hot."""
     if not scores.is_floating_point():
         return rank_dense(scores, _one_hot(items, scores), k, need_ideal)
-    ranks = ops.target_ranks(scores, items.unsqueeze(1))  # checked by _item_ids
-    topk = _scatter_ranked(ranks, torch.ones(ranks.shape, dtype=torch.float32, device=scores.device), k)
+    return _ranked_item_ids(ops.target_ranks(scores, items.unsqueeze(1)), k, need_ideal)  # checked by _item_ids
+
+
+def _ranked_item_ids(ranks: torch.Tensor, k: int, need_ideal: bool) -> RankedLabels:
+    """The ranked one-hot labels of items whose ranks are ``ranks`` (N, 1)."""
+    topk = _scatter_ranked(ranks, torch.ones(ranks.shape, dtype=torch.float32, device=ranks.device), k)
     ideal = None
     if need_ideal:  # at most one 1: re-sorted, it comes first
         ideal = torch.zeros_like(topk)
         ideal[:, 0] = (ranks[:, 0] < k).to(torch.float32)
-    num_relevant = torch.ones(scores.shape[0], dtype=torch.float32, device=scores.device)
+    num_relevant = torch.ones(ranks.shape[0], dtype=torch.float32, device=ranks.device)
     return RankedLabels(topk, num_relevant, True, ideal)
 
 
@@ -223,10 +233,9 @@ def rank_dense(scores: torch.Tensor, labels: torch.Tensor, k: int, need_ideal: b
     return RankedLabels(topk, num_relevant, False, _sorted_by_label(topk) if need_ideal else None)
 
 
-def _item_ids(target: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """One int64 item id per row of ``scores`` (N, V), checked to lie in [0, V)."""
+def _item_ids(target: torch.Tensor, rows: int, num_items: int) -> torch.Tensor:
+    """One int64 item id per row of (N, V) scores, checked to lie in [0, V)."""
     items = target.detach().reshape(-1).to(torch.int64)
-    rows, num_items = scores.shape
     if items.shape[0] != rows:
         raise ValueError(
             f"target must hold one item id per row of preds ({rows}), got shape {tuple(target.shape)}"
@@ -236,12 +245,12 @@ def _item_ids(target: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     return items
 
 
-def _dense_labels(target: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """``target`` flattened to (N, V) labels, like ``scores``."""
+def _dense_labels(target: torch.Tensor, shape) -> torch.Tensor:
+    """``target`` flattened to labels of the scores' ``shape`` (N, V)."""
     labels = target.detach().reshape(-1, target.shape[-1]) if target.dim() else target
-    if labels.shape != scores.shape:
+    if labels.shape != tuple(shape):
         raise ValueError(
-            f"target must be labels of shape (N, V) = {tuple(scores.shape)} once flattened, "
+            f"target must be labels of shape (N, V) = {tuple(shape)} once flattened, "
             f"got shape {tuple(target.shape)}"
         )
     return labels
@@ -259,21 +268,23 @@ def _completed(ranked: RankedLabels, labels: torch.Tensor, need_ideal: bool, nee
 _last_batch = threading.local()
 
 
-def _batch_results(preds: torch.Tensor, target: torch.Tensor, labels_onehot: bool) -> dict:
-    """The ranked labels of the batch (preds, target), by K, shared by every metric updated on it.
+def _batch_results(tensors: tuple, labels_onehot: bool) -> dict:
+    """The ranked labels of the batch given by ``tensors`` (preds and target, or the hidden states, item
+    table, bias and target), by K, shared by every metric updated on it.
 
     The entry is the last batch's: the very same tensor objects (held by weak references, so nothing
     is kept alive), unchanged since (same version counters). A fresh dict otherwise, and always under
     torch.compile and for inference tensors, which have no version counter.
     """
-    if torch.compiler.is_compiling() or preds.is_inference() or target.is_inference():
+    if torch.compiler.is_compiling() or any(tensor.is_inference() for tensor in tensors):
         return {}
-    key = (preds._version, target._version, labels_onehot)
+    key = (tuple(tensor._version for tensor in tensors), labels_onehot)
     entry = getattr(_last_batch, "entry", None)
-    if entry is not None and entry[0]() is preds and entry[1]() is target and entry[2] == key:
-        return entry[3]
+    if (entry is not None and len(entry[0]) == len(tensors) and all(ref() is t for ref, t in zip(entry[0], tensors))
+            and entry[1] == key):
+        return entry[2]
     results: dict = {}
-    _last_batch.entry = (weakref.ref(preds), weakref.ref(target), key, results)
+    _last_batch.entry = (tuple(weakref.ref(tensor) for tensor in tensors), key, results)
     return results
 
 
@@ -306,15 +317,12 @@ class RankingMetric(tm.Metric):
         # Per-row values of every update, one (N, len(top_ks)) float32 tensor each.
         self.add_state("metric_mean", default=[], dist_reduce_fx="cat")
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor, **kwargs):  # type: ignore
-        if not isinstance(preds, torch.Tensor) or not isinstance(target, torch.Tensor):
-            raise TypeError(
-                f"preds and target must be torch.Tensors, got {type(preds).__name__} and {type(target).__name__}"
-            )
-        if preds.device != target.device:
-            raise ValueError(
-                f"preds and target must be on one device, got preds on {preds.device} and target on {target.device}"
-            )
+    def update(self, preds, target: torch.Tensor, **kwargs):  # type: ignore
+        """Adds a batch: ``preds`` are scores (..., V), or ``HiddenScores`` standing for them."""
+        if isinstance(preds, HiddenScores):
+            self._update_from_hidden_scores(preds, target)
+            return
+        _check_batch(preds, target, "preds")
         if preds.dim() == 0:
             raise ValueError("preds must hold scores over the items in its last dimension, got a 0-d tensor")
         num_items = preds.shape[-1]
@@ -324,13 +332,13 @@ class RankingMetric(tm.Metric):
         ks = normalize_top_ks(self.top_ks, num_items)
         k = max(ks)
         scores = preds.detach().reshape(-1, num_items)
-        shared = _batch_results(preds, target, self.labels_onehot)
+        shared = _batch_results((preds, target), self.labels_onehot)
         ranked = shared.get(k)
         if self.labels_onehot:
             if ranked is None:
-                ranked = rank_item_ids(scores, _item_ids(target, scores), k, need_ideal=True)
+                ranked = rank_item_ids(scores, _item_ids(target, *scores.shape), k, need_ideal=True)
         else:
-            labels = _dense_labels(target, scores)
+            labels = _dense_labels(target, scores.shape)
             if ranked is None:
                 ranked = rank_dense(scores, labels, k, self._needs_ideal, self._needs_num_relevant)
             else:
@@ -338,13 +346,47 @@ class RankingMetric(tm.Metric):
         shared[k] = ranked
         self.metric_mean.append(self._from_ranked(ks, ranked))  # type: ignore
 
+    def update_from_hidden(self, hidden: torch.Tensor, item_weight: torch.Tensor, target: torch.Tensor,
+                           bias: Optional[torch.Tensor] = None, *, first_item: Optional[int] = None, group=None):
+        """``update`` with the scores ``hidden @ item_weight.T + bias`` (hidden (..., d), item_weight (V, d)),
+        never built: one ``target_ranks_from_hidden`` (item-id targets) or ``topk_from_hidden`` (dense
+        labels) pass per batch, shared by the metrics updated on the same tensors. ``first_item`` and
+        ``group``: ``item_weight`` is this process's slice of a sharded catalogue (``fastmask.hidden``)."""
+        self.update(HiddenScores(hidden, item_weight, bias, first_item=first_item, group=group), target)
+
+    def _update_from_hidden_scores(self, scores: HiddenScores, target: torch.Tensor) -> None:
+        _check_batch(scores.hidden, target, "hidden")
+        if not _runs_shared_metric(type(self)):
+            self._update_with_own_metric(scores.materialize(), target)
+            return
+        num_items = scores.num_items
+        ks = normalize_top_ks(self.top_ks, num_items)
+        k = max(ks)
+        shared = _batch_results((*scores.sources, target), self.labels_onehot)
+        ranked = shared.get(k)
+        where = dict(first_item=scores.first_item, group=scores.group)
+        if self.labels_onehot:
+            if ranked is None:
+                items = _item_ids(target, scores.rows, num_items).unsqueeze(1)
+                ranks = from_hidden.target_ranks(scores.hidden, scores.item_weight, items, scores.bias, **where)
+                ranked = _ranked_item_ids(ranks, k, need_ideal=True)
+        else:
+            labels = _dense_labels(target, (scores.rows, num_items))
+            if ranked is None:
+                _, ids = from_hidden.topk(scores.hidden, scores.item_weight, k, scores.bias, **where)
+                topk = torch.gather(labels, 1, ids)
+                ranked = RankedLabels(topk, None, False, None)
+            ranked = _completed(ranked, labels, self._needs_ideal, self._needs_num_relevant)
+        shared[k] = ranked
+        self.metric_mean.append(self._from_ranked(ks, ranked))  # type: ignore
+
     def _update_with_own_metric(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """The reference's update, for a subclass that defines its own ``_metric``."""
         scores = preds.reshape(-1, preds.shape[-1])
         if self.labels_onehot:
-            labels = _one_hot(_item_ids(target, scores), scores)
+            labels = _one_hot(_item_ids(target, *scores.shape), scores)
         else:
-            labels = _dense_labels(target, scores)
+            labels = _dense_labels(target, scores.shape)
         self.metric_mean.append(self._metric(self.top_ks, scores, labels))  # type: ignore
 
     def compute(self):
@@ -367,6 +409,18 @@ class RankingMetric(tm.Metric):
 
     def _from_ranked(self, ks, ranked: RankedLabels) -> torch.Tensor:
         raise NotImplementedError
+
+
+def _check_batch(scores: torch.Tensor, target, name: str) -> None:
+    """``scores`` (preds, or the hidden states standing for them) and ``target``: tensors on one device."""
+    if not isinstance(scores, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError(
+            f"{name} and target must be torch.Tensors, got {type(scores).__name__} and {type(target).__name__}"
+        )
+    if scores.device != target.device:
+        raise ValueError(
+            f"{name} and target must be on one device, got {name} on {scores.device} and target on {target.device}"
+        )
 
 
 def _runs_shared_metric(cls) -> bool:
