@@ -39,7 +39,7 @@ def synthetic_batch(num_items: int, lengths, max_sequence_length: int) -> dict:
     return {ITEM_COLUMN: item_ids}
 
 
-def build_model(schema: Schema, masking: str, max_sequence_length: int, d_model: int = 16):
+def build_model(schema: Schema, masking: str, max_sequence_length: int, d_model: int = 16, weight_tying: bool = True):
     """XLNet next-item model; ``masking`` is a name of transformers4rec's masking registry."""
     inputs = tr.TabularSequenceFeatures.from_schema(
         schema,
@@ -51,7 +51,7 @@ def build_model(schema: Schema, masking: str, max_sequence_length: int, d_model:
     transformer = tr.XLNetConfig.build(
         d_model=d_model, n_head=2, n_layer=1, total_seq_length=max_sequence_length
     )
-    return transformer.to_torch_model(inputs, tr.NextItemPredictionTask(weight_tying=True))
+    return transformer.to_torch_model(inputs, tr.NextItemPredictionTask(weight_tying=weight_tying))
 
 
 def main(masking: str = "plm") -> dict:

@@ -11,7 +11,11 @@ What changes while patched:
   last-item evaluation ``perm_mask`` come from fastmask's fused ops (the evaluation and inference
   targets are fastmask's rules, equal to Transformers4Rec's);
 * RTD ``sample_from_softmax`` is the fused Gumbel-max and ``get_fake_tokens`` is fastmask's;
-* ranking metrics are computed by fastmask (a subclass with its own ``_metric`` still runs it).
+* ranking metrics are computed by fastmask (a subclass with its own ``_metric`` still runs it);
+* the next-item task scores items from its hidden states and output layer (tied or not) without the
+  (N, V) logits where Transformers4Rec's flow does not hand them to the caller: ``Model.evaluate``
+  (metrics only: ``target_ranks_from_hidden``, and no loss, which evaluate discards) and inference
+  with ``top_k`` (``topk_from_hidden``). Other calls still build the logits (see README).
 
 torchmetrics binds a metric's ``update`` when the metric is built. Metrics built while patched, or
 copied or unpickled then, run fastmask's ``update``: one-hot targets are ranked as item ids, one rank
@@ -28,9 +32,15 @@ CLM has no random step and is left untouched.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
 import types
+
+import torch
+
+from .hidden import HiddenScores
+from . import hidden as from_hidden
 
 _MISSING = object()
 # (class, attribute) -> what the class itself held before patching (_MISSING if nothing).
@@ -57,7 +67,8 @@ _MASKING_METHODS = {
 _MASKING_OPTIONS = ("generator", "check_inputs", "skip_empty_rows")
 _METRIC_CLASSES = ("PrecisionAt", "RecallAt", "AvgPrecisionAt", "DCGAt", "NDCGAt", "MeanReciprocalRankAt")
 # Each metric class defines its own ``_metric``, so fastmask's shared one is set on every class.
-_METRIC_METHODS = {"RankingMetric": ("full_state_update", "update", "_update_with_own_metric")} | {
+_METRIC_METHODS = {"RankingMetric": ("full_state_update", "update", "update_from_hidden", "_update_from_hidden_scores",
+                                      "_update_with_own_metric")} | {
     name: ("_metric", "_needs_ideal", "_needs_num_relevant", "_from_ranked") for name in _METRIC_CLASSES
 }
 # Methods that instances keep bound from construction on: torchmetrics binds ``update`` in
@@ -134,7 +145,102 @@ def _replacements():
         [(mask_sequence, name, options[name].default) for name in _MASKING_OPTIONS]
         + _method_replacements(t4r_masking, masking, _MASKING_METHODS)
         + _method_replacements(t4r_ranking_metric, ranking_metric, _METRIC_METHODS, _BOUND_AT_CONSTRUCTION)
+        + _next_item_replacements()
     )
+
+
+# -- next-item scores from hidden states -----------------------------------------------------------
+# Set by Model.evaluate while patched: the next-item tasks rank from hidden states.
+_metrics_only = contextvars.ContextVar("fastmask_metrics_only", default=False)
+# Set by the next-item task around Transformers4Rec's own forward: its output layer hands over
+# HiddenScores instead of computing the logits.
+_defer_logits = contextvars.ContextVar("fastmask_defer_logits", default=False)
+
+
+@contextlib.contextmanager
+def _set(variable: contextvars.ContextVar):
+    token = variable.set(True)
+    try:
+        yield
+    finally:
+        variable.reset(token)
+
+
+class _DeferredLogits(HiddenScores):
+    """The next-item logits as the output layer's inputs and weights. Inside ``Model.evaluate`` the task's
+    loss (``cross_entropy``) on them is not computed, since evaluate returns metrics only: NaN stands for it."""
+
+    __slots__ = ()
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.nn.functional.cross_entropy:
+            return torch.full((), float("nan"), device=args[0].hidden.device)
+        return NotImplemented
+
+
+def _runs_fastmask_update(metric) -> bool:
+    """Whether ``metric.update`` (torchmetrics' wrapper of a bound method) runs fastmask's ranking update,
+    which takes HiddenScores."""
+    from . import ranking_metric
+
+    bound = getattr(metric.update, "__wrapped__", metric.update)
+    function = getattr(bound, "__func__", None)
+    return getattr(function, "__wrapped__", function) is ranking_metric.RankingMetric.update
+
+
+def _output_layer(task, layer_class):
+    """The task's output layer (Transformers4Rec wraps it in a Block), if it is ``layer_class``'s, and its
+    temperature allows ranking the undivided scores (none, or positive: a monotone division)."""
+    layer = getattr(task.pre, "module", None)
+    if not isinstance(layer, layer_class) or (layer.softmax_temperature or 0) < 0:
+        return None
+    return layer
+
+
+def _next_item_replacements():
+    from transformers4rec.torch.model import base, prediction_task
+
+    model = _t4rec_class(base, "Model")
+    task = _t4rec_class(prediction_task, "NextItemPredictionTask")
+    layer_class = _t4rec_class(prediction_task, "_NextItemPredictionTask")
+    evaluate = _attribute(model, "evaluate")
+    task_forward = _attribute(task, "forward")
+    layer_forward = _attribute(layer_class, "forward")
+
+    @functools.wraps(evaluate)
+    def model_evaluate(self, *args, **kwargs):
+        with _set(_metrics_only):
+            return evaluate(self, *args, **kwargs)
+
+    @functools.wraps(task_forward)
+    def next_item_forward(self, inputs, targets=None, training=False, testing=False, top_k=None, **kwargs):
+        layer = None if training else _output_layer(self, layer_class)
+        if testing:
+            ranks_from_hidden = (_metrics_only.get() and type(self.loss) is torch.nn.CrossEntropyLoss
+                                 and all(_runs_fastmask_update(metric) for metric in self.metrics))
+        else:
+            ranks_from_hidden = top_k is not None
+        if layer is None or not ranks_from_hidden:
+            return task_forward(self, inputs, targets=targets, training=training, testing=testing, top_k=top_k,
+                                **kwargs)
+        with _set(_defer_logits):
+            output = task_forward(self, inputs, targets=targets, training=False, testing=testing, top_k=None, **kwargs)
+        if testing:
+            return output
+        scores, ids = from_hidden.topk(output.hidden, output.item_weight, top_k)
+        # As Transformers4Rec's logits: divided by the temperature, when there is one.
+        return (torch.div(scores, layer.softmax_temperature) if layer.softmax_temperature else scores), ids
+
+    @functools.wraps(layer_forward)
+    def output_layer_forward(self, inputs, targets=None, training=False, testing=False, **kwargs):
+        if training or not _defer_logits.get():
+            return layer_forward(self, inputs, targets=targets, training=training, testing=testing, **kwargs)
+        weight = self.item_embedding_table.weight if self.weight_tying else self.output_layer
+        return _DeferredLogits(inputs, weight), targets
+
+    return [(model, "evaluate", model_evaluate), (task, "forward", next_item_forward),
+            (layer_class, "forward", output_layer_forward)]
 
 
 def is_transformers4rec_patched() -> bool:

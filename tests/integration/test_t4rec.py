@@ -12,8 +12,10 @@ import torch
 
 pytest.importorskip("transformers4rec.torch")
 
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from transformers4rec.torch import masking as t4r_masking  # noqa: E402
 from transformers4rec.torch import ranking_metric as t4r_ranking_metric  # noqa: E402
+from transformers4rec.torch.model import base as t4r_model  # noqa: E402
 from transformers4rec.torch.model import prediction_task as t4r_prediction_task  # noqa: E402
 from transformers4rec.torch.utils.torch_utils import MappingTransformerMasking  # noqa: E402
 
@@ -66,7 +68,7 @@ def class_namespaces():
     """Every class defined in Transformers4Rec's masking and metrics modules -> copy of its namespace."""
     return {
         cls: dict(vars(cls))
-        for module in (t4r_masking, t4r_ranking_metric)
+        for module in (t4r_masking, t4r_ranking_metric, t4r_prediction_task, t4r_model)
         for cls in vars(module).values()
         if isinstance(cls, type) and cls.__module__ == module.__name__
     }
@@ -203,7 +205,7 @@ def test_train_step_and_evaluation(masking, use_fastmask, op_calls):
     assert all(0.0 <= float(value) <= 1.0 for value in metrics.values())
     if use_fastmask:
         assert training_ops == TRAINING_OPS[masking]
-        assert evaluation_ops == EVALUATION_OPS[masking] | {"target_ranks"}
+        assert evaluation_ops == EVALUATION_OPS[masking] | {"target_ranks_from_hidden"}
     else:
         assert training_ops == evaluation_ops == set()
 
@@ -543,6 +545,93 @@ def test_model_metrics_share_one_rank_pass(op_calls, built_while_patched):
         assert all(torch.equal(actual[key], expected[key]) for key in expected)
 
 
+# -- next-item scores from hidden states ---------------------------------------------------------------
+
+
+class _Products(TorchDispatchMode):
+    """The shapes of every matrix product run, and the fastmask ops (dispatch modes see them as
+    ``torch.ops.fastmask.*``, not through ``op_calls``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes, self.fastmask_ops = [], []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.namespace == "fastmask":
+            self.fastmask_ops.append(func.overloadpacket.__name__)
+        elif func.overloadpacket.__name__ in ("mm", "addmm", "bmm", "matmul"):
+            self.shapes.append(tuple(out.shape))
+        return out
+
+
+def _output_layer(model):
+    (task,) = model.prediction_tasks
+    return task.pre.module
+
+
+@pytest.mark.parametrize("masking", ["clm", "mlm", "plm"])
+@pytest.mark.parametrize("weight_tying", [True, False], ids=["tied", "untied"])
+def test_evaluate_ranks_from_hidden_states_without_the_logits(masking, weight_tying):
+    """Model.evaluate returns metrics only: while patched, its next-item metrics come from the hidden
+    states and the output layer, equal to Transformers4Rec's on (untied) real-valued scores."""
+    torch.manual_seed(0)
+    batch = example.synthetic_batch(NUM_ITEMS, LENGTHS, LENGTH)
+    model = example.build_model(example.tiny_schema(NUM_ITEMS, LENGTH), masking, LENGTH, weight_tying=weight_tying)
+    expected = evaluate(model, batch)
+    with fastmask.patched_transformers4rec(), _Products() as products:
+        actual = evaluate(model, batch)
+    assert set(products.fastmask_ops) == EVALUATION_OPS[masking] | {"target_ranks_from_hidden"}
+    logits_width = _output_layer(model).target_dim
+    assert logits_width == NUM_ITEMS + 1 and all(shape[-1] != logits_width for shape in products.shapes)
+    assert actual.keys() == expected.keys() and len(actual) == 6
+    for key in expected:
+        assert torch.equal(actual[key], expected[key]), key
+
+
+def test_evaluate_keeps_the_logits_for_metrics_that_need_them(op_calls):
+    """A metric that runs Transformers4Rec's own update (built before patching) gets the logits."""
+    torch.manual_seed(0)
+    batch = example.synthetic_batch(NUM_ITEMS, LENGTHS, LENGTH)
+    model = example.build_model(example.tiny_schema(NUM_ITEMS, LENGTH), "mlm", LENGTH)
+    (task,) = model.prediction_tasks
+    task.metrics.append(t4r_ranking_metric.MeanReciprocalRankAt(top_ks=[3], labels_onehot=True))
+    expected = evaluate(model, batch)
+    with fastmask.patched_transformers4rec():
+        op_calls.clear()
+        actual = evaluate(model, batch)
+    assert "target_ranks_from_hidden" not in op_calls and "target_ranks" in op_calls
+    assert actual.keys() == expected.keys() and all(torch.equal(actual[key], expected[key]) for key in expected)
+
+
+@pytest.mark.parametrize("weight_tying", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_inference_top_k_from_hidden_states(weight_tying, temperature):
+    torch.manual_seed(0)
+    batch = example.synthetic_batch(NUM_ITEMS, LENGTHS, LENGTH)
+    model = example.build_model(example.tiny_schema(NUM_ITEMS, LENGTH), "clm", LENGTH, weight_tying=weight_tying)
+    layer = _output_layer(model)
+    layer.softmax_temperature = temperature
+    model.eval()
+    model.top_k = 7
+    hidden = []
+    hook = layer.register_forward_hook(lambda module, args, output: hidden.append(args[0]))
+    with torch.no_grad():
+        expected_scores, expected_ids = model(batch)
+    hook.remove()
+    with fastmask.patched_transformers4rec(), torch.no_grad(), _Products() as products:
+        scores, ids = model(batch)
+    assert products.fastmask_ops == ["topk_from_hidden"]
+    assert all(shape[-1] != layer.target_dim for shape in products.shapes)
+    assert torch.equal(ids, expected_ids)
+    # The same scores up to float32 rounding of two orders of summation: |error| <= gamma(d + 1) sum |h_i w_i|.
+    weight = layer.item_embedding_table.weight if weight_tying else layer.output_layer
+    magnitude = (hidden[0].double().abs() @ weight.double().abs().T).gather(1, ids)
+    d = hidden[0].shape[1]
+    bound = 2 * (d + 1) * 2.0**-24 / (1 - (d + 1) * 2.0**-24) * magnitude / temperature
+    assert ((scores.double() - expected_scores.double()).abs() <= bound).all()
+
+
 # -- checkpoints ---------------------------------------------------------------------------------------
 
 
@@ -582,7 +671,7 @@ def test_checkpoints_load_across_patched_and_unpatched_models(masking):
 def test_example_runs(op_calls, capsys):
     result = example.main("plm")
     assert not fastmask.is_transformers4rec_patched()
-    assert set(op_calls) == {"plm_train", "plm_eval", "target_ranks"}
+    assert set(op_calls) == {"plm_train", "plm_eval", "target_ranks_from_hidden"}
     assert torch.isfinite(torch.tensor(result["loss"]))
     assert "next-item/ndcg_at_10" in result and "plm: training loss" in capsys.readouterr().out
 
