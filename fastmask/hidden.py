@@ -76,13 +76,17 @@ def _catalogue_extents(first_item: int, items: int, group) -> tuple[int, int]:
     if type(first_item) is not int or first_item < 0:
         raise ValueError(f"first_item must be a non-negative int, got {first_item!r}")
     if not dist.is_available() or not dist.is_initialized():
-        raise ValueError("first_item describes a catalogue sharded over processes: torch.distributed must be initialized")
+        raise ValueError(
+            "first_item describes a catalogue sharded over processes: torch.distributed must be initialized"
+        )
     extents = [None] * dist.get_world_size(group)
     dist.all_gather_object(extents, (first_item, items), group=group)
     expected = 0
     for start, count in sorted(extents):
         if start != expected:
-            raise ValueError(f"the catalogue slices (first_item, items) {sorted(extents)} must tile [0, V) without gaps")
+            raise ValueError(
+                f"the catalogue slices (first_item, items) {sorted(extents)} must tile [0, V) without gaps"
+            )
         expected = start + count
     return first_item, expected
 
@@ -123,7 +127,8 @@ def topk(hidden: Tensor, item_weight: Tensor, k: int, bias: Optional[Tensor] = N
     scores = torch.cat([scores, scores.new_full((scores.shape[0], pad), float("-inf"))], 1)
     ids = torch.cat([ids + first_item, ids.new_full((ids.shape[0], pad), torch.iinfo(torch.int64).max)], 1)
     world = dist.get_world_size(group)
-    all_scores, all_ids = [torch.empty_like(scores) for _ in range(world)], [torch.empty_like(ids) for _ in range(world)]
+    all_scores = [torch.empty_like(scores) for _ in range(world)]
+    all_ids = [torch.empty_like(ids) for _ in range(world)]
     dist.all_gather(all_scores, scores, group=group)
     dist.all_gather(all_ids, ids, group=group)
     scores, ids = torch.cat(all_scores, 1), torch.cat(all_ids, 1)

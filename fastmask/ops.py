@@ -409,7 +409,8 @@ def _check_hidden(hidden, item_weight, bias) -> None:
         raise TypeError(f"item_weight must have hidden's dtype {hidden.dtype}, got {_type_name(item_weight)}")
     if item_weight.ndim != 2 or item_weight.shape[1] != hidden.shape[1]:
         raise ValueError(
-            f"item_weight must be 2-D (items, d) with hidden's d = {hidden.shape[1]}, got shape {tuple(item_weight.shape)}"
+            f"item_weight must be 2-D (items, d) with hidden's d = {hidden.shape[1]}, "
+            f"got shape {tuple(item_weight.shape)}"
         )
     if item_weight.shape[0] > MAX_CATALOGUE_ITEMS:
         raise ValueError(f"item_weight has {item_weight.shape[0]} items; at most 2^32 are supported")
@@ -431,7 +432,8 @@ def _check_hidden_items(name: str, items, hidden) -> None:
         raise TypeError(f"{name} must be an int64 tensor, got {_type_name(items)}")
     if items.ndim != 2 or items.shape[0] != hidden.shape[0]:
         raise ValueError(
-            f"{name} must be 2-D with one row per hidden row ({hidden.shape[0]}, items per row), got shape {tuple(items.shape)}"
+            f"{name} must be 2-D with one row per hidden row ({hidden.shape[0]}, items per row), "
+            f"got shape {tuple(items.shape)}"
         )
     if items.device != hidden.device:
         raise ValueError(f"{name} must be on {hidden.device} like hidden, got {items.device}")
@@ -448,7 +450,8 @@ target_ranks_from_hidden = Op(
     check=_check_target_ranks_from_hidden,
     fake=lambda hidden, item_weight, targets, bias: targets.new_empty(targets.shape),
     reference=ref_hidden.target_ranks_from_hidden,
-    doc="``target_ranks`` of ``targets`` (N, M) among the scores ``hidden @ item_weight.T + bias`` (never stored): int64 (N, M), -1 outside [0, V).",
+    doc="``target_ranks`` of ``targets`` (N, M) among the scores ``hidden @ item_weight.T + bias`` (never stored): "
+        "int64 (N, M), -1 outside [0, V).",
 )
 
 
@@ -469,7 +472,8 @@ topk_from_hidden = Op(
     check=_check_topk_from_hidden,
     fake=_topk_from_hidden_fake,
     reference=ref_hidden.topk_from_hidden,
-    doc="Each row's k first items by ``hidden @ item_weight.T + bias`` (higher score, then lower id): (float32 scores, int64 ids), (N, k).",
+    doc="Each row's k first items by ``hidden @ item_weight.T + bias`` (higher score, then lower id): "
+        "(float32 scores, int64 ids), (N, k).",
 )
 
 
@@ -487,7 +491,8 @@ gumbel_argmax_from_hidden = Op(
     fake=lambda hidden, item_weight, bias, seed: hidden.new_empty((hidden.shape[0],), dtype=torch.int64),
     reference=ref_hidden.gumbel_argmax_from_hidden,
     random=True,
-    doc="``gumbel_argmax`` of the scores ``hidden @ item_weight.T + bias`` (never stored): one sample per row, int64 (N,).",
+    doc="``gumbel_argmax`` of the scores ``hidden @ item_weight.T + bias`` (never stored): one sample per row, "
+        "int64 (N,).",
 )
 
 
@@ -502,7 +507,8 @@ target_scores_from_hidden = Op(
     check=_check_target_scores_from_hidden,
     fake=lambda hidden, item_weight, items, bias: items.new_empty(items.shape, dtype=torch.float32),
     reference=ref_hidden.target_scores_from_hidden,
-    doc="float32 score (N, M) of each item of ``items`` as the other ``*_from_hidden`` ops compute it; 0 outside [0, V).",
+    doc="float32 score (N, M) of each item of ``items`` as the other ``*_from_hidden`` ops compute it; "
+        "0 outside [0, V).",
 )
 
 
@@ -525,7 +531,8 @@ count_ahead_from_hidden = Op(
     check=_check_count_ahead_from_hidden,
     fake=lambda hidden, item_weight, bias, scores, items, first_item: items.new_empty(items.shape),
     reference=ref_hidden.count_ahead_from_hidden,
-    doc="int64 (N, M): how many items of a catalogue slice (ids ``first_item + j``) rank before item ``items[n, m]`` scored ``scores[n, m]``.",
+    doc="int64 (N, M): how many items of a catalogue slice (ids ``first_item + j``) rank before item "
+        "``items[n, m]`` scored ``scores[n, m]``.",
 )
 
 

@@ -280,8 +280,8 @@ def _batch_results(tensors: tuple, labels_onehot: bool) -> dict:
         return {}
     key = (tuple(tensor._version for tensor in tensors), labels_onehot)
     entry = getattr(_last_batch, "entry", None)
-    if (entry is not None and len(entry[0]) == len(tensors) and all(ref() is t for ref, t in zip(entry[0], tensors))
-            and entry[1] == key):
+    if (entry is not None and len(entry[0]) == len(tensors) and entry[1] == key
+            and all(ref() is t for ref, t in zip(entry[0], tensors, strict=True))):
         return entry[2]
     results: dict = {}
     _last_batch.entry = (tuple(weakref.ref(tensor) for tensor in tensors), key, results)

@@ -1,5 +1,6 @@
 """Ranking metrics and ranks straight from hidden states (fastmask.hidden), in one process and over a
 catalogue sharded across two processes."""
+import functools
 import socket
 
 import pytest
@@ -55,8 +56,10 @@ def test_metrics_from_hidden_equal_metrics_from_the_scores(backend, labels_oneho
         with fastmask.use_backend(backend):
             for cls in METRICS:
                 metric = cls(ks, labels_onehot=labels_onehot)
-                got = _rows(metric, lambda m: m.update_from_hidden(hidden, weight, target, bias))
-                want = _rows(metric, lambda m: m.update(scores, target if labels_onehot else labels))
+                got = _rows(metric, functools.partial(rm.RankingMetric.update_from_hidden, hidden=hidden,
+                                                      item_weight=weight, target=target, bias=bias))
+                want = _rows(metric, functools.partial(rm.RankingMetric.update, preds=scores,
+                                                       target=target if labels_onehot else labels))
                 assert torch.equal(got, want), (cls.__name__, shape)
                 metric.reset()
                 metric.update(from_hidden.HiddenScores(hidden, weight, bias), target)  # the same, as preds
@@ -67,7 +70,11 @@ def _count_passes(monkeypatch):
     calls = []
     for name in ("target_ranks", "topk"):
         real = getattr(rm.from_hidden, name)
-        monkeypatch.setattr(rm.from_hidden, name, lambda *a, real=real, name=name, **kw: calls.append(name) or real(*a, **kw))
+        def counted(*args, real=real, name=name, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(rm.from_hidden, name, counted)
     return calls
 
 
@@ -132,7 +139,7 @@ def _sharded_worker(rank: int, port: int, backend: str):
         bias[[5, 70, 71]] = torch.tensor([float("nan"), float("inf"), float("-inf")])
         targets = torch.randint(-1, 302, (12, 4), generator=gen)
         targets[0, :3] = torch.tensor([5, 70, 71])
-        tied = torch.randint(-1, 2, (12, 16), generator=gen).float(), torch.randint(-1, 2, (301, 16), generator=gen).float()
+        tied = [torch.randint(-1, 2, shape, generator=gen).float() for shape in ((12, 16), (301, 16))]
         first, end = SLICES[rank]
         with fastmask.use_backend(backend):
             for rows, w, b in ((hidden, weight, bias), (*tied, None)):  # the second: many ties across slices

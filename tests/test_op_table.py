@@ -62,12 +62,16 @@ def samples(op: str) -> list[tuple]:
         "bert4rec_mask": [(ids, None, seed, 50, 2**31, 3, 0), (ids, lengths, seed, 50, 2**31, 3, 2**32),
                           (ids32, lengths, seed, 50, 2**30, 2, 2**31), (ids32, None, seed, 50, 2**30, 1, 2**32)],
         "log_uniform_draws": [(table, seed, 17)],
-        "target_ranks_from_hidden": [(hidden, item_weight, targets, bias), (hidden.half(), item_weight.half(), targets[:, :1], None)],
-        "topk_from_hidden": [(hidden, item_weight, 6, None), (hidden.bfloat16(), item_weight.bfloat16(), 41, bias.bfloat16())],
-        "gumbel_argmax_from_hidden": [(hidden, item_weight, bias, seed), (hidden.half(), item_weight.half(), None, seed)],
+        "target_ranks_from_hidden": [(hidden, item_weight, targets, bias),
+                                     (hidden.half(), item_weight.half(), targets[:, :1], None)],
+        "topk_from_hidden": [(hidden, item_weight, 6, None),
+                             (hidden.bfloat16(), item_weight.bfloat16(), 41, bias.bfloat16())],
+        "gumbel_argmax_from_hidden": [(hidden, item_weight, bias, seed),
+                                      (hidden.half(), item_weight.half(), None, seed)],
         "target_scores_from_hidden": [(hidden, item_weight, targets, bias)],
         "count_ahead_from_hidden": [(hidden, item_weight, None, target_scores, targets, 0),
-                                    (hidden.bfloat16(), item_weight.bfloat16(), bias.bfloat16(), target_scores, targets, 40)],
+                                    (hidden.bfloat16(), item_weight.bfloat16(), bias.bfloat16(), target_scores,
+                                     targets, 40)],
     }[op]
 
 
@@ -210,7 +214,8 @@ def test_triton_launchers_are_named_like_the_ops():
         (lambda: ops.gumbel_argmax_from_hidden(H, W, None, 3), TypeError, "seed must be an int64"),
         (lambda: ops.target_scores_from_hidden(H, W, T.float(), None), TypeError, "items must be an int64"),
         (lambda: ops.count_ahead_from_hidden(H, W, None, T, T, 0), TypeError, "scores must be a float32"),
-        (lambda: ops.count_ahead_from_hidden(H, W, None, T[:, :1].float(), T, 0), ValueError, "scores must have the shape"),
+        (lambda: ops.count_ahead_from_hidden(H, W, None, T[:, :1].float(), T, 0), ValueError,
+         "scores must have the shape"),
         (lambda: ops.count_ahead_from_hidden(H, W, None, T.float(), T, -1), ValueError, "first_item"),
     ],
 )

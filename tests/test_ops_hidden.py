@@ -141,7 +141,7 @@ def test_ranks_are_self_consistent(backend, integer_valued):
     make = integers if integer_valued else (lambda g, *shape: torch.randn(*shape, generator=g))
     hidden, weight, bias = make(generator, rows, dim), make(generator, items, dim), make(generator, items)
     everything = torch.arange(items).repeat(rows, 1)
-    for dtype, with_bias in zip(DTYPES, (bias, None, bias)):
+    for dtype, with_bias in zip(DTYPES, (bias, None, bias), strict=True):
         with_bias = None if with_bias is None else with_bias.to(dtype)
         ranks = run_op(backend, "target_ranks_from_hidden", hidden.to(dtype), weight.to(dtype), everything, with_bias)
         assert torch.equal(ranks.cpu().sort(dim=1).values, everything), dtype
@@ -198,6 +198,11 @@ def _near_tie_inputs(generator, rows, dim, pairs):
     return hidden, weight, bias, targets
 
 
+def _ahead(scores, target):
+    """Which items rank before item ``target`` in one row of ``scores``."""
+    return (scores > scores[target]) | ((scores == scores[target]) & (torch.arange(scores.shape[0]) < target))
+
+
 def test_real_valued_differences_are_near_ties(backend):
     """Against the materialised path (torch's matmul, its own order), ranks and top-k differ only where
     scores lie within the rounding bound of each other; measured rates are in README."""
@@ -214,8 +219,7 @@ def test_real_valued_differences_are_near_ties(backend):
     for n, m in (ranks != expected).nonzero().tolist():
         t = targets[n, m]
         # Items whose side of the target differs between the two score sets.
-        before = lambda s: (s > s[t]) | ((s == s[t]) & (torch.arange(s.shape[0]) < t))
-        flipped = (before(materialised[n]) != before(fused_scores[n])).nonzero().flatten()
+        flipped = (_ahead(materialised[n], t) != _ahead(fused_scores[n], t)).nonzero().flatten()
         if backend.name == "cpp":
             assert flipped.numel() > 0
         gap = (materialised[n, flipped].double() - materialised[n, t].double()).abs()
@@ -245,7 +249,7 @@ def test_strided_inputs_are_read_and_left_untouched(backend):
     assert_matches_reference(backend, "target_ranks_from_hidden", hidden, weight, targets, bias)
     assert_matches_reference(backend, "topk_from_hidden", hidden, weight, 4, bias)
     assert_matches_reference(backend, "gumbel_argmax_from_hidden", hidden, weight, bias, seed_tensor(4))
-    assert all(torch.equal(tensor, copy) for tensor, copy in zip(inputs, copies))
+    assert all(torch.equal(tensor, copy) for tensor, copy in zip(inputs, copies, strict=True))
 
 
 def test_a_nan_score_is_sampled_first(backend):
@@ -273,9 +277,10 @@ for rows, dim, items in [(13, 64, 1541), (5, 3, 40), (7, 0, 9)]:
     with fastmask.use_backend("cpp"):
         got = (ops.target_ranks_from_hidden(h, w, t, b), *ops.topk_from_hidden(h, w, 5, b),
                ops.gumbel_argmax_from_hidden(h, w, b, torch.tensor([3])))
-    want = (ops.TABLE["target_ranks_from_hidden"].reference(h, w, t, b), *ops.TABLE["topk_from_hidden"].reference(h, w, 5, b),
-            ops.TABLE["gumbel_argmax_from_hidden"].reference(h, w, b, torch.tensor([3])))
-    assert all(torch.equal(x, y) for x, y in zip(got, want)), (rows, dim, items)
+    reference = {name: ops.TABLE[name].reference for name in ops.TABLE}
+    want = (reference["target_ranks_from_hidden"](h, w, t, b), *reference["topk_from_hidden"](h, w, 5, b),
+            reference["gumbel_argmax_from_hidden"](h, w, b, torch.tensor([3])))
+    assert all(torch.equal(x, y) for x, y in zip(got, want, strict=True)), (rows, dim, items)
 print("ok")
 """
     env = dict(os.environ, **environment)

@@ -270,7 +270,8 @@ def _geometry(hidden: torch.Tensor, num_columns: int, block_rows, block_items):
     else:
         # Tensor-core tiles: a 64-row block (one Hopper warpgroup MMA), 128 items, d in blocks of 64
         # (float32) or 128 (16-bit) so that a few pipeline stages of both operands fit shared memory.
-        rows, items, depth = 64, launch.block_size(num_columns, 128, 16), launch.block_size(dim, 64 if fp32 else 128, 16)
+        rows, items = 64, launch.block_size(num_columns, 128, 16)
+        depth = launch.block_size(dim, 64 if fp32 else 128, 16)
     return dict(
         BLOCK_N=block_rows or rows, BLOCK_V=block_items or items, BLOCK_D=depth, ONE_D_BLOCK=dim <= depth,
         UPCAST=interpreted,  # the interpreter computes float16 / bfloat16 right only once widened
