@@ -374,7 +374,7 @@ def test_update_compute_reset_and_forward(name):
     ks = [1, 5]
     rows = [reference_rows(name, ks, p, one_hot(t, 20)) for p, t in batches]
     metric = METRICS[name](ks, labels_onehot=True)
-    for (preds, target), expected in zip(batches, rows):
+    for (preds, target), expected in zip(batches, rows, strict=True):
         assert torch.equal(metric(preds, target), expected.mean(0))  # forward: this batch only
     assert len(metric.metric_mean) == 3
     assert torch.equal(metric.compute(), torch.cat(rows).mean(0))  # mean over every row seen
@@ -472,7 +472,7 @@ def test_inputs_are_left_untouched_and_may_be_views_or_need_grad():
         expected = reference_rows(name, [3], preds.detach(), labels)
         assert torch.equal(batch_rows(cls([3]), preds, labels), expected)
         batch_rows(cls([3], True), preds, items)
-    assert all(torch.equal(a, b) for a, b in zip(before, (preds.detach(), labels, items)))
+    assert all(torch.equal(a, b) for a, b in zip(before, (preds.detach(), labels, items), strict=True))
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -593,7 +593,8 @@ def test_metrics_updated_on_one_batch_share_its_rank_pass(monkeypatch, labels_on
         assert torch.equal(got, reference_rows(name, ks, preds.reshape(-1, 300), labels)), name
     assert len(passes) == 1
     metric = rm.NDCGAt([1, 50], labels_onehot=labels_onehot)  # another K: another pass
-    assert torch.equal(batch_rows(metric, preds, target), reference_rows("ndcg", [1, 50], preds.reshape(-1, 300), labels))
+    expected = reference_rows("ndcg", [1, 50], preds.reshape(-1, 300), labels)
+    assert torch.equal(batch_rows(metric, preds, target), expected)
     assert len(passes) == 2
 
 
@@ -630,7 +631,7 @@ def counting_ranks(scores, items):
     wanted = items.numpy()
     ranks = np.full(wanted.shape, -1, dtype=np.int64)
     nans = np.isnan(values)
-    for row, column in zip(*np.nonzero(wanted >= 0)):
+    for row, column in zip(*np.nonzero(wanted >= 0), strict=True):
         item = wanted[row, column]
         if nans[row, item]:  # behind the NaNs of lower columns only
             ranks[row, column] = nans[row, :item].sum()

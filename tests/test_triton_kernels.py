@@ -362,5 +362,6 @@ def _nvidia_backend_present() -> bool:
 def test_kernels_compile_for_sm90(tmp_path):
     env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path), TRITON_DEFAULT_FP_FUSION="0")
     env.pop("TRITON_INTERPRET", None)
-    result = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], env=env, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-4000:]

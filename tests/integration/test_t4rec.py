@@ -101,7 +101,7 @@ def train_step(model, batch):
     loss = model(batch, training=True)["loss"]
     loss.backward()
     optimizer.step()
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
     return loss
 
 
@@ -200,7 +200,8 @@ def test_train_step_and_evaluation(masking, use_fastmask, op_calls):
         evaluation_ops = set(op_calls)
 
     assert torch.isfinite(loss)
-    expected_names = {f"next-item/{name}_{k}" for name in ("ndcg_at", "avg_precision_at", "recall_at") for k in (10, 20)}
+    expected_names = {f"next-item/{name}_{k}" for name in ("ndcg_at", "avg_precision_at", "recall_at")
+                      for k in (10, 20)}
     assert set(metrics) == expected_names
     assert all(0.0 <= float(value) <= 1.0 for value in metrics.values())
     if use_fastmask:
@@ -229,8 +230,8 @@ def test_model_training_masks_come_from_torch_seed(masking):
     torch.manual_seed(7)
     expected = fastmask_module.compute_masked_targets(ids, training=True)
     assert torch.equal(runs[0][0], expected.schema) and torch.equal(runs[0][1], expected.targets)
-    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1]) if a is not None)
-    assert not all(torch.equal(a, b) for a, b in zip(runs[0], runs[2]) if a is not None)
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1], strict=True) if a is not None)
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0], runs[2], strict=True) if a is not None)
 
 
 def check_training_targets(ids, schema, targets, rows_never_all, padding_idx=0):
@@ -325,7 +326,7 @@ def test_patched_evaluation_and_inference_equal_transformers4rec(masking, eval_o
     expected = outputs()
     with fastmask.patched_transformers4rec():
         actual = outputs()
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         if e is None:
             assert a is None
         else:
@@ -400,7 +401,7 @@ def assert_metric_runs_equal(run, op_calls, ranks_with_op=True):
     assert op_calls == (["target_ranks"] * len(op_calls) if ranks_with_op else [])
     assert op_calls or not ranks_with_op
     assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         assert a.dtype == e.dtype and a.shape == e.shape
         assert torch.equal(a, e), (a, e)
 
