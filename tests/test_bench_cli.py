@@ -21,7 +21,7 @@ import torch
 import fastmask
 from fastmask import ops
 from fastmask.bench import baselines, cases, cli, goals, report, runner, timing
-from fastmask.bench.cases import BACK_TO_BACK, RECBOLE, T4REC
+from fastmask.bench.cases import BACK_TO_BACK, MATERIALISED, RECBOLE, T4REC
 
 CPU = torch.device("cpu")
 # Each quick CPU case and its baseline (None: the case has none).
@@ -41,6 +41,10 @@ QUICK_CASES = {
     "merlin_random": None,
     "sampler": T4REC,
     "sampler_fixed": T4REC,
+    "ranks_hidden": MATERIALISED,
+    "topk_hidden": MATERIALISED,
+    "ranks_hidden_large": None,
+    "topk_hidden_large": None,
 }
 FLOOR_CASES = {"plm_train_small", "plm_train_large", "plm_eval_large"}
 ROW_FIELDS = {
@@ -201,7 +205,7 @@ def test_quick_run_json_has_every_case_with_reference_and_baseline(quick_run):
     timed = set(data["environment"]["backends_timed"])
     assert "reference" in timed and data["t4rec_loaded"] is True
     recbole = data["environment"]["baselines"][RECBOLE]
-    loaded = {T4REC} | ({RECBOLE} if recbole.startswith("recbole") else set())
+    loaded = {T4REC, MATERIALISED} | ({RECBOLE} if recbole.startswith("recbole") else set())
     for case, baseline in QUICK_CASES.items():
         expected = timed | ({baseline} & loaded) | ({"floor"} if case in FLOOR_CASES else set())
         assert {row["backend"] for row in rows if row["case"] == case} == expected, case
@@ -256,6 +260,10 @@ def test_quick_run_records_environment_bandwidth_memory_and_goals(quick_run):
         "plm_train_large",
         "gumbel_fp32",
         "metrics_onehot",
+        "ranks_hidden",
+        "topk_hidden",
+        "ranks_hidden_large",
+        "topk_hidden_large",
     }
     assert all(goal["met"] is None and goal["status"] == "n/a (--quick shapes)" for goal in data["goals"])
 
@@ -535,6 +543,11 @@ def test_only_selects_cases_by_glob_or_substring():
         "plm_train_large",
         "plm_eval_large",
         "mlm_train_large",
+        "ranks_hidden_large",
+        "topk_hidden_large",
+    }
+    assert {c.name for c in cases.select_cases(built, "*from_hidden")} == {
+        "ranks_hidden", "topk_hidden", "ranks_hidden_large", "topk_hidden_large",
     }
     assert {c.name for c in cases.select_cases(built, "call_*")} == set(cases.MASKING_CALLS)
     assert {c.name for c in cases.select_cases(built, "gumbel")} == {"gumbel_fp32"}

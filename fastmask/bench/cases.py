@@ -23,6 +23,7 @@ BERT4REC_MASK_RATIO = 0.2
 # Baselines: the library whose code a case's ``baseline`` row runs.
 T4REC = "t4rec"
 RECBOLE = "recbole"
+MATERIALISED = "matmul"  # torch's matmul into the (N, V) scores, then the op on them
 
 # How a case is timed (see ``timing.Timer``).
 PER_CALL = "per call"  # each call on its own; on a GPU with a cold L2 cache
@@ -43,6 +44,7 @@ class Shapes:
     bert4rec: tuple  # ((B, L) long sequences, (B, L) wide batch)
     merlin: tuple  # (B, L)
     sampler: tuple  # (max_n_samples, max_id, number of labels)
+    hidden: tuple  # ((N, d, V) with the materialised baseline, (N, d, V) where the scores would not fit)
 
 
 _SHARED = dict(
@@ -51,15 +53,18 @@ _SHARED = dict(
 )
 SHAPES = {
     "cpu": Shapes(call=(2, 4), gumbel=(2048, 50_000), metrics_onehot=(2048, 50_000),
-                  metrics_multihot=(512, 50_000), ranks=(2048, 50_000), **_SHARED),
+                  metrics_multihot=(512, 50_000), ranks=(2048, 50_000),
+                  hidden=((1024, 64, 200_000), (1024, 64, 2_000_000)), **_SHARED),
     "cuda": Shapes(call=(256, 20), gumbel=(4096, 100_000), metrics_onehot=(4096, 1_000_000),
-                   metrics_multihot=(1024, 50_000), ranks=(4096, 1_000_000), **_SHARED),
+                   metrics_multihot=(1024, 50_000), ranks=(4096, 1_000_000),
+                   hidden=((4096, 128, 1_000_000), (4096, 128, 10_000_000)), **_SHARED),
 }
 QUICK_SHAPES = Shapes(
     call=(2, 4), masking_small=(8, 12), masking_large=(16, 24), gumbel=(8, 512), metrics_onehot=(32, 1000),
     metrics_multihot=(16, 1000), ranks=(32, 1000), bert4rec=((8, 20), (16, 10)), merlin=(8, 20),
-    sampler=(20, 1000, 16),
+    sampler=(20, 1000, 16), hidden=((16, 8, 1000), (16, 8, 3000)),
 )
+HIDDEN_TOP_K = 10
 
 
 def shapes(device_type: str, quick: bool = False) -> Shapes:
@@ -280,6 +285,58 @@ def _ranks_case(name: str, rows: int, vocab: int) -> Case:
     )
 
 
+# -- scores from hidden states --------------------------------------------------------------------
+def _hidden_case(name: str, op: str, rows: int, dim: int, vocab: int, dtype: torch.dtype, baseline: bool) -> Case:
+    """``ops.<op>_from_hidden`` on hidden states and an item table, against the materialised path:
+    ``hidden @ item_weight.T`` ((N, V) scores), then ``ops.target_ranks`` or ``torch.topk``."""
+
+    def make_inputs(device):
+        gen = torch.Generator(device).manual_seed(5)
+        return {
+            "hidden": torch.randn(rows, dim, generator=gen, device=device).to(dtype),
+            "item_weight": torch.randn(vocab, dim, generator=gen, device=device).to(dtype),
+            "targets": torch.randint(0, vocab, (rows, 1), generator=gen, device=device),
+        }
+
+    def fastmask_fn(inputs):
+        from .. import ops
+
+        hidden, item_weight = inputs["hidden"], inputs["item_weight"]
+        if op == "ranks":
+            return lambda: ops.target_ranks_from_hidden(hidden, item_weight, inputs["targets"], None)
+        return lambda: ops.topk_from_hidden(hidden, item_weight, HIDDEN_TOP_K, None)
+
+    def materialised_fn(_, inputs):
+        from .. import ops
+
+        def scores():
+            return (inputs["hidden"] @ inputs["item_weight"].T).float()
+        if op == "ranks":
+            return lambda: ops.target_ranks(scores(), inputs["targets"])
+        return lambda: torch.topk(scores(), HIDDEN_TOP_K)
+
+    written = rows * 8 if op == "ranks" else rows * HIDDEN_TOP_K * 12
+    return Case(
+        name, f"{op}_from_hidden", {"N": rows, "d": dim, "V": vocab}, _dtype_name(dtype), make_inputs, fastmask_fn,
+        MATERIALISED if baseline else None, materialised_fn if baseline else None,
+        (rows + vocab) * dim * _itemsize(dtype), written,
+    )
+
+
+def _hidden_cases(shapes: Shapes, gpu: bool) -> list[Case]:
+    (rows, dim, vocab), (big_rows, big_dim, big_vocab) = shapes.hidden
+    dtypes = (torch.bfloat16, torch.float32) if gpu else (torch.float32,)
+    cases = []
+    for dtype in dtypes:
+        suffix = f"_{_dtype_name(dtype)}" if gpu else ""
+        cases += [_hidden_case(f"{op}_hidden{suffix}", op, rows, dim, vocab, dtype, baseline=True)
+                  for op in ("ranks", "topk")]
+    big = torch.bfloat16 if gpu else torch.float32  # the scores would need 164 GB (GPU) or 8 GB (CPU)
+    cases += [_hidden_case(f"{op}_hidden_large", op, big_rows, big_dim, big_vocab, big, baseline=False)
+              for op in ("ranks", "topk")]
+    return cases
+
+
 # -- sequence policies ---------------------------------------------------------------------------
 def _bert4rec_case(name: str, batch: int, length: int) -> Case:
     """RecBole / hopwise BERT4Rec ``mask_itemseq`` (max_seq_length = L) vs RecBole's own transform."""
@@ -379,6 +436,7 @@ def build_cases(device_type: str, quick: bool = False) -> list[Case]:
         _merlin_case("merlin_random", *s.merlin),
         _sampler_case("sampler", *s.sampler, fixed_size=False),
         _sampler_case("sampler_fixed", *s.sampler, fixed_size=True),
+        *_hidden_cases(s, gpu),
     ]
     return cases
 

@@ -10,7 +10,7 @@ import torch
 
 from . import goals as goals_module
 from .baselines import BaselineError, Baselines, load_recbole, load_t4rec
-from .cases import RECBOLE, T4REC, build_cases, select_cases
+from .cases import MATERIALISED, RECBOLE, T4REC, build_cases, select_cases
 from .report import (
     device_label,
     environment,
@@ -98,7 +98,11 @@ def load_baselines(args: argparse.Namespace) -> Baselines:
     except BaselineError as error:
         raise SystemExit(f"fastmask-bench: {error}") from None
     recbole, recbole_note = load_recbole()
-    return Baselines({T4REC: t4rec, RECBOLE: recbole}, {T4REC: t4rec_note, RECBOLE: recbole_note})
+    return Baselines(
+        {T4REC: t4rec, RECBOLE: recbole, MATERIALISED: torch},
+        {T4REC: t4rec_note, RECBOLE: recbole_note,
+         MATERIALISED: "torch's matmul into the (N, V) scores, then the op on them (cases from hidden states)"},
+    )
 
 
 def run(args: argparse.Namespace) -> dict:

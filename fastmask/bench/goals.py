@@ -29,9 +29,13 @@ class Goal:
             "write_fraction_of_copy": "output write bandwidth / copy bandwidth",
             "median_s": "eager per-call latency (100 calls in a row / 100)",
             "duration_s": "fastmask-bench run time",
+            "ratio_vs_baseline": "speed-up vs its baseline",
+            "peak_mem_delta_bytes": "extra peak memory",
         }[self.metric]
         if "fraction" in self.metric:
             target = f"{self.target:.0%}"
+        elif self.metric.endswith("_bytes"):
+            target = f"{self.target / 2**30:g} GiB"
         elif self.metric.endswith("_s"):
             target = _seconds(self.target)
         else:
@@ -50,6 +54,10 @@ GOALS = [
     Goal("cpu", "cpp", "plm_train_large", "time_over_floor", 1.5, at_most=True),
     Goal("cpu", "cpp", "gumbel_fp32", "ratio_vs_t4rec", 8),
     Goal("cpu", "cpp", "metrics_onehot", "ratio_vs_t4rec", 20),
+    Goal("cpu", "cpp", "ranks_hidden", "ratio_vs_baseline", 1),
+    Goal("cpu", "cpp", "topk_hidden", "ratio_vs_baseline", 1),
+    Goal("cpu", "cpp", "ranks_hidden_large", "peak_mem_delta_bytes", 0.5 * 2**30, at_most=True),
+    Goal("cpu", "cpp", "topk_hidden_large", "peak_mem_delta_bytes", 0.5 * 2**30, at_most=True),
     # GPU (H100/H200), the default Triton backend.
     *[Goal("cuda", "triton", name, "median_s", 60e-6, at_most=True) for name in MASKING_CALLS],
     Goal("cuda", "triton", "plm_train_large", "write_fraction_of_copy", 0.6),
@@ -60,6 +68,8 @@ GOALS = [
     Goal("cuda", "triton", "gumbel_bf16", "ratio_vs_t4rec", 8),
     Goal("cuda", "triton", "metrics_onehot", "ratio_vs_t4rec", 25),
     Goal("cuda", "triton", "ranks_onehot", "ratio_vs_t4rec", 5),
+    Goal("cuda", "triton", "ranks_hidden_bf16", "ratio_vs_baseline", 2),
+    Goal("cuda", "triton", "ranks_hidden_fp32", "ratio_vs_baseline", 2),
     Goal("cuda", None, RUN, "duration_s", GPU_RUN_BUDGET_S, at_most=True),
 ]
 
