@@ -606,6 +606,17 @@ def test_reference_is_skipped_on_a_gpu_above_the_size_limit():
     assert all(c.skip is None for c in runner.contenders(big, ["reference", "cpp"], CPU, found, {}))
 
 
+def test_the_reference_of_a_large_case_from_hidden_states_is_not_timed():
+    found = baselines.Baselines({}, {})
+    built = {c.name: c for c in cases.build_cases("cpu")}
+    for name in ("ranks_hidden", "topk_hidden_large"):
+        skipped = {c.name: c.skip for c in runner.contenders(built[name], ["reference", "cpp"], CPU, found, {})}
+        assert skipped["reference"].startswith("not timed: the reference takes minutes beyond 1e+09 multiply-adds")
+        assert skipped["cpp"] is None
+    quick = {c.name: c for c in cases.build_cases("cpu", quick=True)}
+    assert all(c.skip is None for c in runner.contenders(quick["ranks_hidden"], ["reference"], CPU, found, {}))
+
+
 def test_gumbel_cases_on_a_gpu_time_the_read_and_philox_bounds():
     case = next(c for c in cases.build_cases("cuda") if c.name == "gumbel_bf16")
     found = baselines.Baselines({}, {})

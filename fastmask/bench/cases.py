@@ -65,6 +65,7 @@ QUICK_SHAPES = Shapes(
     sampler=(20, 1000, 16), hidden=((16, 8, 1000), (16, 8, 3000)),
 )
 HIDDEN_TOP_K = 10
+REFERENCE_MAX_MULTIPLY_ADDS = 10**9
 
 
 def shapes(device_type: str, quick: bool = False) -> Shapes:
@@ -93,6 +94,7 @@ class Case:
     floor_outputs: list = field(default_factory=list)
     timing: str = PER_CALL
     bounds: bool = False  # Gumbel sampling: time the read and Philox bounds beside it
+    reference_skip: Optional[str] = None  # why the reference is not timed on this case, if it is not
 
     @property
     def shape_str(self) -> str:
@@ -316,10 +318,14 @@ def _hidden_case(name: str, op: str, rows: int, dim: int, vocab: int, dtype: tor
         return lambda: torch.topk(scores(), HIDDEN_TOP_K)
 
     written = rows * 8 if op == "ranks" else rows * HIDDEN_TOP_K * 12
+    # The reference scores a few rows at a time in plain torch operations, one multiply-add per step.
+    slow = rows * dim * vocab > REFERENCE_MAX_MULTIPLY_ADDS
     return Case(
         name, f"{op}_from_hidden", {"N": rows, "d": dim, "V": vocab}, _dtype_name(dtype), make_inputs, fastmask_fn,
         MATERIALISED if baseline else None, materialised_fn if baseline else None,
         (rows + vocab) * dim * _itemsize(dtype), written,
+        reference_skip=f"not timed: the reference takes minutes beyond {REFERENCE_MAX_MULTIPLY_ADDS:.0e} multiply-adds"
+        if slow else None,
     )
 
 

@@ -101,7 +101,7 @@ def contenders(case: Case, backends: list[str], device: torch.device, baselines:
     if library is not None:
         out.append(Contender(case.baseline, "baseline", lambda: case.baseline_fn(library, inputs)))
     for name in backends:
-        skip = None
+        skip = case.reference_skip if name == REFERENCE else None
         if name == REFERENCE and device.type == "cuda" and case.bytes_moved > REFERENCE_MAX_BYTES_GPU:
             skip = (f"not timed: on a GPU the reference (the oracle) is timed up to {REFERENCE_MAX_BYTES_GPU // 2**20} "
                     "MiB moved; at this size it takes minutes")
